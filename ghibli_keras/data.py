@@ -1,0 +1,594 @@
+"""TFRecord shards in the Kaggle schema, and the tf.data pipelines that feed training.
+
+The schema is Kaggle's `gan-getting-started` one: each record is a `tf.train.Example` with
+`image_name` (bytes), `image` (JPEG bytes) and `target` (bytes). Shards are named
+`{prefix}{index:02d}-{count}.tfrec`, like Kaggle's `monet00-60.tfrec`, so counting images needs no
+pass over the data.
+
+Writing:  `write_tfrecords(src_dir, out_dir, prefix)` (the `make-tfrecords` command).
+Reading:  `load_tfrecords(files_or_glob)` -> uint8 `(H, W, 3)` images.
+Training: `training_dataset(photos, styles, global_batch_size)` -> `(x, y)` batches in [-1, 1],
+          each domain shuffled and repeated on its own, so neither is truncated to the other.
+Eval:     `evaluation_dataset(photos, styles)` -> the same without augmentation, finite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, Union
+
+import numpy as np
+import tensorflow as tf
+
+from . import images
+from .errors import InputError
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+#: Parsing spec of the Kaggle schema. Only `image` is required.
+FEATURES = {
+    "image_name": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    "image": tf.io.FixedLenFeature([], tf.string),
+    "target": tf.io.FixedLenFeature([], tf.string, default_value=""),
+}
+SHARD_SUFFIX = ".tfrec"
+PARTIAL_SUFFIX = ".partial"  # a shard being written; never matches `*.tfrec`
+DEFAULT_SHARD_SIZE = 256
+DEFAULT_JPEG_QUALITY = 95
+DEFAULT_SHUFFLE_BUFFER = 256  # serialized records (not decoded images) per domain
+
+_COUNT_IN_NAME = re.compile(r"-(\d+)\.tfrec(?:ord)?$")
+_TFRECORD_SUFFIXES = (".tfrec", ".tfrecord", ".tfrecords")
+
+PathOrGlob = Union[str, os.PathLike]
+Files = Union[PathOrGlob, Sequence[PathOrGlob]]
+
+
+# --------------------------------------------------------------------------------------------
+# Writing shards
+
+
+def shard_name(prefix: str, index: int, count: int) -> str:
+    """Kaggle-style shard name: `shard_name("monet", 0, 60) == "monet00-60.tfrec"`."""
+    return f"{prefix}{index:02d}-{count}{SHARD_SUFFIX}"
+
+
+def make_example(name: str, jpeg: bytes, target: str) -> tf.train.Example:
+    """One record of the Kaggle schema."""
+
+    def _bytes(value: bytes) -> tf.train.Feature:
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    return tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "image_name": _bytes(name.encode("utf-8")),
+                "image": _bytes(jpeg),
+                "target": _bytes(target.encode("utf-8")),
+            }
+        )
+    )
+
+
+def encode_jpeg(image: np.ndarray, quality: int = DEFAULT_JPEG_QUALITY) -> bytes:
+    """uint8 `(H, W, 3)` -> JPEG bytes (tf.io; 4:2:0 chroma like most cameras and Kaggle)."""
+    return tf.io.encode_jpeg(image, quality=quality, optimize_size=True).numpy()
+
+
+class ShardWriter:
+    """Writes records into `{prefix}{index:02d}-{count}.tfrec` shards of `shard_size` records.
+
+    Each shard is written as `{prefix}{index:02d}.tfrec.partial` and renamed once complete, so an
+    interrupted run never leaves a file that looks like a finished shard. `abort()` removes
+    everything this writer wrote. Use as a context manager: an exception aborts.
+    """
+
+    def __init__(self, out_dir: PathOrGlob, prefix: str, shard_size: int = DEFAULT_SHARD_SIZE):
+        if shard_size <= 0:
+            raise InputError(f"shard_size must be positive, got {shard_size}")
+        if not prefix or "/" in prefix or os.sep in prefix:
+            raise InputError(f"prefix must be a non-empty file-name prefix, got {prefix!r}")
+        self.out_dir = Path(out_dir)
+        self.prefix = prefix
+        self.shard_size = shard_size
+        self.shards: list[Path] = []
+        self.num_records = 0
+        self._writer: Optional[tf.io.TFRecordWriter] = None
+        self._partial: Optional[Path] = None
+        self._in_shard = 0
+
+    def write(self, example: tf.train.Example) -> None:
+        if self._writer is None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            index = len(self.shards)
+            self._partial = self.out_dir / f"{self.prefix}{index:02d}{SHARD_SUFFIX}{PARTIAL_SUFFIX}"
+            self._writer = tf.io.TFRecordWriter(str(self._partial))
+        self._writer.write(example.SerializeToString())
+        self._in_shard += 1
+        self.num_records += 1
+        if self._in_shard == self.shard_size:
+            self._finish_shard()
+
+    def _finish_shard(self) -> None:
+        self._writer.close()
+        final = self.out_dir / shard_name(self.prefix, len(self.shards), self._in_shard)
+        os.replace(self._partial, final)
+        self.shards.append(final)
+        self._writer, self._partial, self._in_shard = None, None, 0
+
+    def close(self) -> list[Path]:
+        """Finishes the last shard; returns the paths of all shards written."""
+        if self._writer is not None:
+            self._finish_shard()
+        return self.shards
+
+    def abort(self) -> None:
+        """Removes the shard being written and every shard finished so far."""
+        if self._writer is not None:
+            self._writer.close()
+            self._partial.unlink(missing_ok=True)
+            self._writer, self._partial = None, None
+        for path in self.shards:
+            path.unlink(missing_ok=True)
+        self.shards = []
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+@dataclasses.dataclass
+class WriteReport:
+    """What `write_tfrecords` did: shards written, images in them, inputs skipped and why."""
+
+    shards: list[Path]
+    num_images: int
+    skipped: list[tuple[Path, str]]
+
+    def summary(self) -> str:
+        lines = [f"wrote {self.num_images} images in {len(self.shards)} shard(s)"]
+        lines += [f"  {p.name}" for p in self.shards]
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} file(s):")
+            lines += [f"  {p}: {reason}" for p, reason in self.skipped]
+        return "\n".join(lines)
+
+
+def existing_shards(out_dir: PathOrGlob, prefix: str) -> list[Path]:
+    """Shards already in `out_dir` whose names this prefix would produce."""
+    pattern = re.compile(re.escape(prefix) + r"\d+-\d+" + re.escape(SHARD_SUFFIX) + "$")
+    folder = Path(out_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if pattern.match(p.name))
+
+
+def write_tfrecords(
+    src_dir: PathOrGlob,
+    out_dir: PathOrGlob,
+    prefix: str,
+    *,
+    size: Optional[int] = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    target: Optional[str] = None,
+    strict: bool = False,
+    max_pixels: int = images.DEFAULT_MAX_PIXELS,
+    quality: int = DEFAULT_JPEG_QUALITY,
+    overwrite: bool = False,
+    workers: Optional[int] = None,
+    progress: bool = True,
+) -> WriteReport:
+    """Converts every picture below `src_dir` into Kaggle-schema TFRecord shards in `out_dir`.
+
+    Args:
+        src_dir: folder searched recursively for JPEG, PNG, WebP, BMP, GIF and TIFF files.
+        out_dir: folder for the shards (created if missing).
+        prefix: shard name prefix: `photo` gives `photo00-256.tfrec`, `photo01-17.tfrec`, ...
+        size: if given, resize the shorter side to `size` and centre-crop to `size`×`size`;
+            otherwise pictures keep their size.
+        shard_size: records per shard.
+        target: the `target` feature of every record (default: `prefix`).
+        strict: any unreadable input is an error and nothing is written.
+        max_pixels: pictures with more pixels than this are skipped (or, with `strict`, fail).
+        quality: JPEG quality of the stored images.
+        overwrite: replace shards of the same prefix already in `out_dir` (else an error).
+        workers: threads that read, resize and encode (default: all cores).
+        progress: show a progress bar.
+
+    Returns:
+        A `WriteReport`; `report.skipped` lists each unreadable input with the reason.
+
+    Raises:
+        InputError: `src_dir` is missing or holds no picture, `out_dir` already holds shards of
+            this prefix (without `overwrite`), an argument is out of range, or (with `strict`)
+            an input is unreadable.
+
+    Example:
+    >>> report = write_tfrecords("stills/", "shards/", "ghibli", size=256)  # doctest: +SKIP
+    >>> print(report.summary())                                             # doctest: +SKIP
+    """
+    src = Path(src_dir)
+    if not src.is_dir():
+        raise InputError(f"source folder {str(src)!r} does not exist or is not a folder")
+    if size is not None and size <= 0:
+        raise InputError(f"--size must be a positive number of pixels, got {size}")
+    if max_pixels <= 0:
+        raise InputError(f"--max-pixels must be positive, got {max_pixels}")
+    if not 1 <= quality <= 100:
+        raise InputError(f"JPEG quality (--quality) must be in 1..100, got {quality}")
+    files = images.list_images(src)
+    if not files:
+        raise InputError(
+            f"no pictures found in {str(src)!r} (looked recursively for "
+            f"{', '.join(images.IMAGE_SUFFIXES)})"
+        )
+    old = existing_shards(out_dir, prefix)
+    if old and not overwrite:
+        raise InputError(
+            f"{str(out_dir)!r} already holds shards named {prefix}NN-COUNT{SHARD_SUFFIX} "
+            f"({old[0].name}, ...): remove them, choose another --prefix, or pass --overwrite"
+        )
+    target = prefix if target is None else target
+
+    def prepare(path: Path):
+        try:
+            image = images.read_image(path, max_pixels=max_pixels)
+            if size is not None:
+                image = images.resize_and_center_crop(image, size)
+            return encode_jpeg(image, quality), None
+        except images.ImageReadError as e:
+            return None, e.reason
+
+    skipped: list[tuple[Path, str]] = []
+    workers = workers or os.cpu_count() or 1
+    chunk = 8 * workers  # bounded look-ahead: at most this many encoded pictures in memory
+    bar = _progress(total=len(files), desc=f"{prefix} shards", enabled=progress)
+    with ShardWriter(out_dir, prefix, shard_size) as writer, ThreadPoolExecutor(workers) as pool:
+        if overwrite:
+            for path in old:
+                path.unlink()
+        for start in range(0, len(files), chunk):
+            batch = files[start : start + chunk]
+            for path, (jpeg, reason) in zip(batch, pool.map(prepare, batch)):
+                bar.update(1)
+                if reason is not None:
+                    if strict:
+                        raise InputError(f"{path}: {reason} (--strict: nothing was written)")
+                    skipped.append((path, reason))
+                    continue
+                name = path.relative_to(src).with_suffix("").as_posix()
+                writer.write(make_example(name, jpeg, target))
+        if writer.num_records == 0:
+            raise InputError(
+                f"none of the {len(files)} file(s) in {str(src)!r} could be read: "
+                + "; ".join(f"{p.name}: {r}" for p, r in skipped[:3])
+            )
+    bar.close()
+    return WriteReport(shards=writer.shards, num_images=writer.num_records, skipped=skipped)
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=not enabled)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading shards
+
+
+def list_shards(files_or_glob: Files) -> list[str]:
+    """Expands files, globs and folders (their `*.tfrec*` files) into a sorted list of paths.
+
+    Accepts local paths and anything `tf.io.gfile` reads (`gs://...` on Kaggle TPUs).
+
+    Raises:
+        InputError: a pattern matches nothing.
+    """
+    patterns = (
+        [files_or_glob] if isinstance(files_or_glob, (str, os.PathLike)) else list(files_or_glob)
+    )
+    if not patterns:
+        raise InputError("no TFRecord files given")
+    found: list[str] = []
+    for pattern in map(os.fspath, patterns):
+        if tf.io.gfile.isdir(pattern):
+            matches = [
+                os.path.join(pattern, name)
+                for name in tf.io.gfile.listdir(pattern)
+                if name.endswith(_TFRECORD_SUFFIXES)
+            ]
+        else:
+            matches = tf.io.gfile.glob(pattern)
+        matches = [m for m in matches if not m.endswith(PARTIAL_SUFFIX)]
+        if not matches:
+            raise InputError(
+                f"no TFRecord files match {pattern!r}: check the path, e.g. "
+                f"'tfrecords/sample/photo/*.tfrec' or '/kaggle/input/gan-getting-started/"
+                f"photo_tfrec/*.tfrec'"
+            )
+        found.extend(sorted(matches))
+    return sorted(set(found))
+
+
+def count_in_name(path: str) -> Optional[int]:
+    """The image count a Kaggle-style shard name carries (`monet00-60.tfrec` -> 60), or None."""
+    match = _COUNT_IN_NAME.search(os.path.basename(path))
+    return int(match.group(1)) if match else None
+
+
+def count_images(files_or_glob: Files) -> int:
+    """Number of images in the shards: from the names when they carry it, else by counting."""
+    total = 0
+    for path in list_shards(files_or_glob):
+        count = count_in_name(path)
+        if count is None:
+            count = int(tf.data.TFRecordDataset(path).reduce(np.int64(0), lambda n, _: n + 1))
+        total += count
+    return total
+
+
+def check_schema(files: Iterable[str]) -> None:
+    """Reads the first record of each file; raises `InputError` naming a file that is not a
+    TFRecord file of `tf.train.Example`s with an `image` feature."""
+    for path in files:
+        try:
+            first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+            raise InputError(f"{path}: not a readable TFRecord file ({e.message.splitlines()[0]})")
+        if first is None:
+            continue  # an empty shard is fine
+        try:
+            example = tf.train.Example.FromString(first.numpy())
+        except Exception as e:  # protobuf's DecodeError; its module path varies by version
+            raise InputError(f"{path}: records are not tf.train.Example protos ({e})") from None
+        if "image" not in example.features.feature:
+            keys = ", ".join(sorted(example.features.feature)) or "none"
+            raise InputError(
+                f"{path}: records have no 'image' feature (features found: {keys}); expected the "
+                f"Kaggle schema image_name, image (JPEG bytes), target"
+            )
+
+
+def parse_example(serialized: tf.Tensor) -> dict:
+    """Serialized `tf.train.Example` -> dict of the three string features."""
+    return tf.io.parse_single_example(serialized, FEATURES)
+
+
+def decode_image(jpeg: tf.Tensor) -> tf.Tensor:
+    """JPEG bytes -> uint8 `(H, W, 3)`."""
+    image = tf.io.decode_jpeg(jpeg, channels=3)
+    return tf.ensure_shape(image, [None, None, 3])
+
+
+def load_tfrecords(files_or_glob: Files, *, with_names: bool = False) -> tf.data.Dataset:
+    """Images from TFRecord shards of the Kaggle schema, in file order.
+
+    Args:
+        files_or_glob: a file, glob or folder, or a list of them. Kaggle's
+            `gan-getting-started/monet_tfrec/*.tfrec` and `photo_tfrec/*.tfrec` read unchanged.
+        with_names: yield `(image_name, image)` instead of `image`.
+
+    Returns:
+        A `tf.data.Dataset` of uint8 `(H, W, 3)` images (or `(name, image)` pairs).
+
+    Raises:
+        InputError: a pattern matches nothing, or a file is not of the schema.
+
+    Example:
+    >>> ds = load_tfrecords("tfrecords/sample/photo/*.tfrec")   # doctest: +SKIP
+    >>> next(iter(ds)).shape                                    # doctest: +SKIP
+    TensorShape([128, 128, 3])
+    """
+    files = list_shards(files_or_glob)
+    check_schema(files)
+    ds = tf.data.TFRecordDataset(files, num_parallel_reads=None).map(
+        parse_example, num_parallel_calls=AUTOTUNE
+    )
+    if with_names:
+        return ds.map(
+            lambda f: (f["image_name"], decode_image(f["image"])), num_parallel_calls=AUTOTUNE
+        )
+    return ds.map(lambda f: decode_image(f["image"]), num_parallel_calls=AUTOTUNE)
+
+
+# --------------------------------------------------------------------------------------------
+# Training and evaluation input
+
+
+def to_unit_range(image: tf.Tensor) -> tf.Tensor:
+    """uint8 (or float in [0, 255]) -> float32 in [-1, 1]."""
+    return tf.cast(image, tf.float32) / 127.5 - 1.0
+
+
+def resize_shorter_side(image: tf.Tensor, size: int) -> tf.Tensor:
+    """Bilinear resize so the shorter side is `size`; keeps the aspect ratio. Returns float32."""
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = tf.cast(size, tf.float32) / tf.reduce_min(shape)
+    new_size = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), size)
+    return tf.image.resize(image, new_size, method="bilinear")
+
+
+def random_jitter(image: tf.Tensor, seed: tf.Tensor, load_size: int, image_size: int) -> tf.Tensor:
+    """The reference's augmentation: resize to `load_size`, random `image_size` crop, random
+    horizontal flip; stateless, so a given `seed` (int `(2,)`) always gives the same result.
+
+    Args:
+        image: uint8 `(H, W, 3)`.
+    Returns:
+        float32 `(image_size, image_size, 3)` in [-1, 1].
+    """
+    crop_seed, flip_seed = tf.unstack(tf.random.split(seed, 2))
+    image = resize_shorter_side(image, load_size)  # (≥L, ≥L, 3) float32 in [0, 255]
+    image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=crop_seed)
+    image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+    return image / 127.5 - 1.0
+
+
+def center_square(image: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Evaluation transform: shorter side to `image_size`, centre crop, to [-1, 1]."""
+    image = resize_shorter_side(image, image_size)
+    image = tf.image.resize_with_crop_or_pad(image, image_size, image_size)
+    return image / 127.5 - 1.0
+
+
+def _domain_stream(
+    files: list[str],
+    *,
+    load_size: int,
+    image_size: int,
+    shuffle_buffer: int,
+    seed: Optional[int],
+) -> tf.data.Dataset:
+    """One domain, shuffled and repeated forever, jittered: float32 (S, S, 3) in [-1, 1]."""
+    deterministic = seed is not None
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(files), 8),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=deterministic,
+    )
+    # Shuffle the serialized records (small) rather than decoded images, then repeat: every
+    # epoch of this domain is a full pass over it, whatever the other domain's size.
+    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+    seeds = tf.data.Dataset.random(seed=seed).batch(2)  # per-image augmentation seeds
+    ds = tf.data.Dataset.zip((ds, seeds))
+
+    def transform(serialized, aug_seed):
+        image = decode_image(parse_example(serialized)["image"])
+        return random_jitter(image, aug_seed, load_size, image_size)
+
+    return ds.map(transform, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+
+
+def training_dataset(
+    photos: Files,
+    styles: Files,
+    global_batch_size: int,
+    *,
+    image_size: int = 256,
+    load_size: int = 286,
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+    seed: Optional[int] = None,
+    strategy: Optional[tf.distribute.Strategy] = None,
+) -> tf.data.Dataset:
+    """The unpaired training input: an infinite dataset of `(x, y)` batches.
+
+    Each domain is read from its own shards (interleaved in parallel), shuffled and repeated on
+    its own, then jittered (resize the shorter side to `load_size`, random `image_size` crop,
+    random horizontal flip) and scaled to [-1, 1]; the two infinite streams are zipped, so a
+    small style set is cycled while the photos are read once per epoch, and neither is cut.
+
+    Args:
+        photos: shards of domain X (files, globs or folders).
+        styles: shards of domain Y.
+        global_batch_size: images per domain per step, over all replicas.
+        image_size: side of the training crops.
+        load_size: side the images are resized to before cropping (≥ `image_size`).
+        shuffle_buffer: records per domain in the shuffle buffer.
+        seed: makes order and augmentation repeatable (and turns on deterministic order);
+            `None` is faster.
+        strategy: if given, checks that `global_batch_size` splits evenly over its replicas.
+            Pass the returned dataset to `model.fit` (Keras splits each global batch between
+            replicas) or to `strategy.experimental_distribute_dataset`.
+
+    Returns:
+        `tf.data.Dataset` of `(x, y)`, each float32 `(global_batch_size, S, S, 3)` in [-1, 1].
+
+    Example:
+    >>> ds = training_dataset("tfrecords/sample/photo", "tfrecords/sample/ghibli", 4,
+    ...                       image_size=64, load_size=72)   # doctest: +SKIP
+    """
+    if global_batch_size <= 0:
+        raise InputError(f"batch size must be positive, got {global_batch_size}")
+    if image_size <= 0 or load_size < image_size:
+        raise InputError(
+            f"need 0 < image_size <= load_size, got image_size={image_size}, load_size={load_size}"
+        )
+    if shuffle_buffer <= 0:
+        raise InputError(f"shuffle_buffer must be positive, got {shuffle_buffer}")
+    if strategy is not None and global_batch_size % strategy.num_replicas_in_sync:
+        raise InputError(
+            f"batch size {global_batch_size} does not split evenly over "
+            f"{strategy.num_replicas_in_sync} replicas: use a multiple of "
+            f"{strategy.num_replicas_in_sync}"
+        )
+    streams = []
+    for index, files in enumerate((photos, styles)):
+        shards = list_shards(files)
+        check_schema(shards)
+        streams.append(
+            _domain_stream(
+                shards,
+                load_size=load_size,
+                image_size=image_size,
+                shuffle_buffer=shuffle_buffer,
+                seed=None if seed is None else seed + index,  # domains differ, both repeatable
+            )
+        )
+    ds = tf.data.Dataset.zip(tuple(streams))  # both infinite: nothing is truncated
+    ds = ds.batch(global_batch_size, drop_remainder=True)
+    return ds.with_options(_options(deterministic=seed is not None)).prefetch(AUTOTUNE)
+
+
+def evaluation_dataset(
+    photos: Files,
+    styles: Optional[Files] = None,
+    *,
+    batch_size: int = 1,
+    image_size: int = 256,
+) -> tf.data.Dataset:
+    """Held-out input without augmentation, in file order, finite.
+
+    Images are resized (shorter side to `image_size`), centre-cropped and scaled to [-1, 1].
+    With `styles`, yields `(x, y)` pairs covering the larger domain once, the smaller one
+    repeated as needed; without, yields `x` only.
+
+    Returns:
+        `tf.data.Dataset` of float32 `(B, S, S, 3)` batches (or pairs of them); the last batch
+        may be smaller.
+    """
+    if batch_size <= 0:
+        raise InputError(f"batch size must be positive, got {batch_size}")
+    if image_size <= 0:
+        raise InputError(f"image_size must be positive, got {image_size}")
+
+    def domain(files):
+        return load_tfrecords(files).map(
+            lambda image: center_square(image, image_size), num_parallel_calls=AUTOTUNE
+        )
+
+    if styles is None:
+        ds = domain(photos)
+    else:
+        length = max(count_images(photos), count_images(styles))
+        ds = tf.data.Dataset.zip(
+            (domain(photos).repeat().take(length), domain(styles).repeat().take(length))
+        )
+    ds = ds.batch(batch_size)
+    return ds.with_options(_options(deterministic=True)).prefetch(AUTOTUNE)
+
+
+def steps_per_epoch(photos: Files, styles: Files, global_batch_size: int) -> int:
+    """Steps for one pass over the larger domain (as the reference defines an epoch)."""
+    return max(1, max(count_images(photos), count_images(styles)) // global_batch_size)
+
+
+def _options(deterministic: bool) -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    # One file per domain is common (the sample set, small style sets): FILE sharding would
+    # fail with more workers than files, DATA always works.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return options

@@ -1,0 +1,182 @@
+"""Reading any picture file into an 8-bit RGB array.
+
+One place for everything a picture on disk can throw at us: formats (JPEG, PNG, WebP, BMP, GIF's
+first frame, TIFF), EXIF orientation, embedded ICC colour profiles (converted to sRGB), alpha
+(composited on white), palette, grayscale, CMYK and 16-bit or float pixels, and a pixel limit that
+is checked from the header, before any pixel is decoded, so a decompression bomb cannot exhaust
+memory. Used by the shard writer, and later by translation and the UI.
+
+This module imports no TensorFlow.
+
+Example:
+>>> image = read_image("holiday.jpg")   # doctest: +SKIP
+>>> image.shape, image.dtype            # doctest: +SKIP
+((3024, 4032, 3), dtype('uint8'))
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+from .errors import InputError
+
+#: File suffixes read when a folder is scanned (lower case).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+#: Default pixel limit (width × height): 100 megapixels.
+DEFAULT_MAX_PIXELS = 100_000_000
+
+_WHITE = (255, 255, 255, 255)
+_SRGB = ImageCms.createProfile("sRGB")
+
+Source = Union[str, os.PathLike, bytes]
+
+
+class ImageReadError(InputError):
+    """A picture that cannot be used, with a short human `reason` (the message names the file)."""
+
+    def __init__(self, source: str, reason: str):
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+def list_images(folder: Union[str, os.PathLike]) -> list[Path]:
+    """All picture files below `folder` (recursively, by suffix), sorted by relative path.
+
+    Hidden files and folders (names starting with '.') are skipped.
+    """
+    root = Path(folder)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES):
+                found.append(Path(dirpath) / name)
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def read_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Reads a picture file (path or encoded bytes) into a uint8 `(H, W, 3)` sRGB array.
+
+    Args:
+        source: a path, or the encoded bytes of a picture.
+        max_pixels: refuse pictures whose header announces more than this many pixels
+            (width × height), before decoding them.
+
+    Returns:
+        A C-contiguous uint8 array `(H, W, 3)`, oriented as the EXIF tag says.
+
+    Raises:
+        ImageReadError: the file is empty, is not a picture, is truncated or corrupt, or has
+            more pixels than `max_pixels`. `error.reason` is a short explanation.
+    """
+    if max_pixels <= 0:
+        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    name = "<bytes>" if isinstance(source, bytes) else str(source)
+    if isinstance(source, bytes):
+        if not source:
+            raise ImageReadError(name, "empty (0 bytes)")
+        fp = io.BytesIO(source)
+    else:
+        try:
+            if os.path.getsize(source) == 0:
+                raise ImageReadError(name, "empty file (0 bytes)")
+        except OSError as e:
+            raise ImageReadError(name, f"cannot be read ({e.strerror or e})") from None
+        fp = source
+    with warnings.catch_warnings():
+        # We apply our own limit below; Pillow's warning would only repeat it.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(fp) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise ImageReadError(
+                        name,
+                        f"{width}x{height} = {width * height:,} pixels, more than the limit of "
+                        f"{max_pixels:,} (raise it with --max-pixels if the picture is genuine)",
+                    )
+                img.load()  # first frame only for GIF and other animations
+                return _to_rgb(img)
+        except ImageReadError:
+            raise
+        except UnidentifiedImageError:
+            raise ImageReadError(name, "not a picture Pillow can read") from None
+        except Image.DecompressionBombError as e:
+            raise ImageReadError(name, f"too many pixels ({e})") from None
+        except (OSError, SyntaxError, ValueError) as e:
+            raise ImageReadError(name, f"truncated or corrupt ({e})") from None
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    """Pillow image of any mode -> uint8 (H, W, 3) sRGB, alpha composited on white."""
+    img = ImageOps.exif_transpose(img)
+    img = _to_8bit(img)
+    if img.mode == "P":
+        img = img.convert("RGBA")  # palettes may carry transparency
+    elif img.mode in ("LA", "PA", "La", "RGBa"):
+        img = img.convert("RGBA")
+    icc = img.info.get("icc_profile")
+    if icc and img.mode in ("RGB", "RGBA", "CMYK", "L"):
+        img = _icc_to_srgb(img, icc)
+    if img.mode == "RGBA":
+        background = Image.new("RGBA", img.size, _WHITE)
+        img = Image.alpha_composite(background, img)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit integer and float grayscale modes -> 8-bit 'L' (Pillow keeps RGB at 8 bits)."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        pixels = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if pixels.max(initial=0) > 255 or img.mode.startswith("I;16") else 255.0
+        return Image.fromarray(np.clip(np.rint(pixels * 255.0 / top), 0, 255).astype(np.uint8), "L")
+    if img.mode == "F":
+        pixels = np.asarray(img, dtype=np.float64)
+        scale = 255.0 if pixels.max(initial=0) <= 1.0 else 1.0
+        return Image.fromarray(np.clip(np.rint(pixels * scale), 0, 255).astype(np.uint8), "L")
+    return img
+
+
+def _icc_to_srgb(img: Image.Image, icc: bytes) -> Image.Image:
+    """Converts pixels from their embedded ICC profile to sRGB (keeping alpha)."""
+    out_mode = "RGBA" if img.mode == "RGBA" else "RGB"
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        return ImageCms.profileToProfile(img, src, _SRGB, outputMode=out_mode)
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        # A broken or unsupported profile: the pixels are still usable as they are.
+        return img
+
+
+def resize_and_center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """Resizes the shorter side to `size` (Lanczos) and centre-crops to `size`×`size`.
+
+    Args:
+        image: uint8 `(H, W, 3)`.
+        size: the output side in pixels, positive.
+
+    Returns:
+        uint8 `(size, size, 3)`.
+    """
+    if size <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    height, width = image.shape[:2]
+    scale = size / min(height, width)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    img = Image.fromarray(image)
+    if (new_w, new_h) != (width, height):
+        img = img.resize((new_w, new_h), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    img = img.crop((left, top, left + size, top + size))
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))

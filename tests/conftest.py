@@ -1,0 +1,40 @@
+"""Shared fixtures. TensorFlow's CPU is split into 2 logical devices before anything else runs,
+so the MirroredStrategy tests have two replicas on this 2-core machine."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE = os.path.join(REPO, "tfrecords", "sample")
+
+
+def smooth_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A smooth random uint8 (H, W, 3) picture: JPEG keeps it within a few levels."""
+    coarse = rng.uniform(30, 225, size=(4, 4, 3))
+    ys = np.linspace(0, 3, height)[:, None]
+    xs = np.linspace(0, 3, width)[None, :]
+    y0, x0 = np.floor(ys).astype(int).clip(0, 2), np.floor(xs).astype(int).clip(0, 2)
+    fy, fx = (ys - y0)[..., None], (xs - x0)[..., None]
+    top = coarse[y0, x0] * (1 - fx) + coarse[y0, x0 + 1] * fx
+    bottom = coarse[y0 + 1, x0] * (1 - fx) + coarse[y0 + 1, x0 + 1] * fx
+    return np.rint(top * (1 - fy) + bottom * fy).astype(np.uint8)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def sample_dir():
+    return SAMPLE

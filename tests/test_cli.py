@@ -1,0 +1,73 @@
+"""The command line: fast help, one-line errors before TensorFlow, and make-tfrecords."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ghibli_keras import cli, data
+
+
+def _run(*args, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-m", "ghibli_keras", *args], capture_output=True, text=True, **kwargs
+    )
+
+
+def test_help_for_every_subcommand():
+    result = _run("--help")
+    assert result.returncode == 0 and "make-tfrecords" in result.stdout and "demo" in result.stdout
+    for command in ("make-tfrecords", "demo"):
+        result = _run(command, "--help")
+        assert result.returncode == 0 and "usage: ghibli-keras " + command in result.stdout
+
+
+def test_errors_before_tensorflow_is_imported(tmp_path):
+    """Validation runs with only the standard library and Pillow loaded: no TensorFlow import,
+    so no TensorFlow log noise, and one line on stderr."""
+    (tmp_path / "empty").mkdir()
+    code = (
+        "import sys; from ghibli_keras import cli; "
+        "rc = cli.main(sys.argv[1:]); "
+        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'; sys.exit(rc)"
+    )
+    for args, message in [
+        ([str(tmp_path / "missing"), str(tmp_path / "out"), "--prefix", "p"], "does not exist"),
+        ([str(tmp_path / "empty"), str(tmp_path / "out"), "--prefix", "p"], "no pictures found"),
+        ([str(tmp_path / "empty"), str(tmp_path / "out"), "--prefix", "p", "--size", "-3"], "--size"),
+    ]:
+        result = subprocess.run(
+            [sys.executable, "-c", code, "make-tfrecords", *args], capture_output=True, text=True
+        )
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert not (tmp_path / "out").exists()
+
+
+def test_make_tfrecords_end_to_end(tmp_path, capsys, rng):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(src / f"{i}.jpg")
+    (src / "broken.png").write_bytes(b"\x89PNG broken")
+    rc = cli.main(["make-tfrecords", str(src), str(tmp_path / "out"), "--prefix", "photo",
+                   "--size", "16", "--shard-size", "2", "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "wrote 5 images in 3 shard(s)" in out and "broken.png" in out
+    assert data.count_images(tmp_path / "out") == 5
+    rc = cli.main(["make-tfrecords", str(src), str(tmp_path / "out2"), "--prefix", "photo",
+                   "--strict", "--quiet"])
+    assert rc == 2 and "broken.png" in capsys.readouterr().err
+    assert not list((tmp_path / "out2").glob("*"))
+
+
+@pytest.mark.slow
+def test_demo_command(tmp_path):
+    result = _run("demo", "--out", str(tmp_path / "demo"), cwd=cli.__file__.rsplit("/ghibli_keras", 1)[0])
+    assert result.returncode == 0, result.stderr
+    assert "read 24 photo images back" in result.stdout
+    assert (tmp_path / "demo" / "training_batch.png").exists()

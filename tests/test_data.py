@@ -1,0 +1,299 @@
+"""Writing and reading Kaggle-schema shards, and the training / evaluation input pipelines."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from conftest import smooth_image
+from ghibli_keras import data, images
+from ghibli_keras.errors import InputError
+
+
+def _folder_of_pictures(root, rng, count, size=(32, 48), suffix=".png"):
+    pictures = {}
+    for i in range(count):
+        pixels = smooth_image(rng, *size)
+        rel = f"sub{i % 2}/img{i:02d}{suffix}"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(root / rel)
+        pictures[rel.rsplit(".", 1)[0]] = pixels
+    return pictures
+
+
+def _constant_shards(path, prefix, values, size=16):
+    """Shards of constant-grey pictures: the grey level identifies each picture."""
+    with data.ShardWriter(path, prefix, shard_size=4) as writer:
+        for v in values:
+            jpeg = data.encode_jpeg(np.full((size, size, 3), v, np.uint8))
+            writer.write(data.make_example(f"v{v}", jpeg, prefix))
+    return str(path / f"{prefix}*.tfrec")
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def test_folder_to_shards_round_trip(tmp_path, rng):
+    pictures = _folder_of_pictures(tmp_path / "src", rng, 7)
+    report = data.write_tfrecords(tmp_path / "src", tmp_path / "out", "photo", shard_size=3)
+    assert report.num_images == 7 and report.skipped == []
+    assert [p.name for p in report.shards] == [
+        "photo00-3.tfrec",
+        "photo01-3.tfrec",
+        "photo02-1.tfrec",
+    ]
+    read = {
+        name.decode(): image
+        for name, image in data.load_tfrecords(tmp_path / "out", with_names=True).as_numpy_iterator()
+    }
+    assert set(read) == set(pictures)
+    for name, pixels in pictures.items():
+        assert read[name].shape == pixels.shape
+        assert np.abs(read[name].astype(int) - pixels).mean() < 2.0  # JPEG loss only
+    first = next(iter(tf.data.TFRecordDataset(str(report.shards[0]))))
+    example = tf.train.Example.FromString(first.numpy())
+    assert example.features.feature["target"].bytes_list.value[0] == b"photo"
+
+
+def test_size_resizes_and_center_crops(tmp_path, rng):
+    _folder_of_pictures(tmp_path / "src", rng, 2, size=(40, 70))
+    data.write_tfrecords(tmp_path / "src", tmp_path / "out", "p", size=24, target="painting")
+    shapes = {im.shape for im in data.load_tfrecords(tmp_path / "out").as_numpy_iterator()}
+    assert shapes == {(24, 24, 3)}
+
+
+def test_bad_inputs_are_skipped_and_reported(tmp_path, rng):
+    _folder_of_pictures(tmp_path / "src", rng, 3)
+    (tmp_path / "src" / "empty.jpg").write_bytes(b"")
+    (tmp_path / "src" / "text.png").write_bytes(b"hello")
+    report = data.write_tfrecords(tmp_path / "src", tmp_path / "out", "p", max_pixels=10**6)
+    assert report.num_images == 3
+    reasons = {p.name: r for p, r in report.skipped}
+    assert set(reasons) == {"empty.jpg", "text.png"}
+    assert "empty" in reasons["empty.jpg"] and "not a picture" in reasons["text.png"]
+    assert "skipped 2 file(s)" in report.summary() and "text.png" in report.summary()
+
+
+def test_pixel_limit_skips_large_pictures(tmp_path, rng):
+    _folder_of_pictures(tmp_path / "src", rng, 2, size=(32, 48))
+    Image.fromarray(smooth_image(rng, 64, 64)).save(tmp_path / "src" / "large.png")
+    report = data.write_tfrecords(tmp_path / "src", tmp_path / "out", "p", max_pixels=2000)
+    assert report.num_images == 2
+    assert [p.name for p, _ in report.skipped] == ["large.png"]
+
+
+def _no_shards_left(folder):
+    return not folder.exists() or not any(folder.iterdir())
+
+
+def test_strict_writes_nothing(tmp_path, rng):
+    _folder_of_pictures(tmp_path / "src", rng, 5)
+    (tmp_path / "src" / "sub1" / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    with pytest.raises(InputError, match="zz_broken.jpg.*nothing was written"):
+        data.write_tfrecords(tmp_path / "src", tmp_path / "out", "p", shard_size=2, strict=True)
+    assert _no_shards_left(tmp_path / "out")
+
+
+def test_interrupted_run_leaves_no_finished_looking_shard(tmp_path, rng, monkeypatch):
+    _folder_of_pictures(tmp_path / "src", rng, 6)
+    real_read, calls = images.read_image, []
+
+    def read_then_interrupt(path, **kwargs):
+        calls.append(path)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real_read(path, **kwargs)
+
+    monkeypatch.setattr(images, "read_image", read_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        data.write_tfrecords(tmp_path / "src", tmp_path / "out", "p", shard_size=2, workers=1)
+    assert _no_shards_left(tmp_path / "out")
+
+
+def test_partial_files_are_never_read(tmp_path):
+    pattern = _constant_shards(tmp_path, "p", [10, 20])
+    (tmp_path / "p01.tfrec.partial").write_bytes(b"half a shard")
+    assert data.list_shards(str(tmp_path / "*")) == [str(tmp_path / "p00-2.tfrec")]
+    assert data.count_images(pattern) == 2
+
+
+@pytest.mark.parametrize(
+    "setup, match",
+    [
+        (lambda d: None, "does not exist"),
+        (lambda d: d.mkdir(), "no pictures found"),
+    ],
+)
+def test_missing_or_empty_source(tmp_path, setup, match):
+    setup(tmp_path / "src")
+    with pytest.raises(InputError, match=match):
+        data.write_tfrecords(tmp_path / "src", tmp_path / "out", "p")
+    assert _no_shards_left(tmp_path / "out")
+
+
+def test_all_unreadable_is_an_error(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.jpg").write_bytes(b"nope")
+    with pytest.raises(InputError, match="none of the 1 file"):
+        data.write_tfrecords(tmp_path / "src", tmp_path / "out", "p")
+    assert _no_shards_left(tmp_path / "out")
+
+
+def test_existing_shards_need_overwrite(tmp_path, rng):
+    _folder_of_pictures(tmp_path / "src", rng, 3)
+    data.write_tfrecords(tmp_path / "src", tmp_path / "out", "p", shard_size=2)
+    with pytest.raises(InputError, match="already holds shards.*--overwrite"):
+        data.write_tfrecords(tmp_path / "src", tmp_path / "out", "p")
+    report = data.write_tfrecords(tmp_path / "src", tmp_path / "out", "p", overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p00-3.tfrec"]
+    assert report.num_images == 3
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def test_kaggle_schema_written_by_plain_tensorflow(tmp_path, rng):
+    """Shards made with nothing but tf.train.Example, exactly like Kaggle's, read unchanged;
+    counts come from the names, or by counting when a name carries none."""
+    pixels = [smooth_image(rng, 20, 20) for _ in range(3)]
+    for name in ["monet00-3.tfrec", "nocount.tfrec"]:
+        with tf.io.TFRecordWriter(str(tmp_path / name)) as w:
+            for i, p in enumerate(pixels):
+                feature = {
+                    "image_name": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"n%d" % i])),
+                    "image": tf.train.Feature(
+                        bytes_list=tf.train.BytesList(value=[tf.io.encode_jpeg(p).numpy()])
+                    ),
+                    "target": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"monet"])),
+                }
+                w.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    got = list(data.load_tfrecords(str(tmp_path / "monet*.tfrec")).as_numpy_iterator())
+    assert len(got) == 3 and all(g.shape == (20, 20, 3) and g.dtype == np.uint8 for g in got)
+    assert data.count_in_name("monet00-3.tfrec") == 3 and data.count_in_name("nocount.tfrec") is None
+    assert data.count_images(str(tmp_path / "nocount.tfrec")) == 3
+    assert data.count_images(tmp_path) == 6
+
+
+def test_glob_matching_nothing_names_the_pattern(tmp_path):
+    with pytest.raises(InputError, match="no TFRecord files match .*nothing-here"):
+        data.load_tfrecords(str(tmp_path / "nothing-here*.tfrec"))
+
+
+def test_record_without_image_feature_names_the_file(tmp_path):
+    path = tmp_path / "wrong00-1.tfrec"
+    with tf.io.TFRecordWriter(str(path)) as w:
+        feature = {"picture": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"x"]))}
+        w.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    with pytest.raises(InputError, match="wrong00-1.tfrec.*no 'image' feature.*picture"):
+        data.load_tfrecords(str(path))
+
+
+def test_not_a_tfrecord_file(tmp_path):
+    path = tmp_path / "junk00-1.tfrec"
+    path.write_bytes(b"definitely not a tfrecord file, just some bytes")
+    with pytest.raises(InputError, match="junk00-1.tfrec"):
+        data.load_tfrecords(str(path))
+
+
+# ---------------------------------------------------------------------------- training input
+
+
+def test_both_domains_fully_visited(tmp_path):
+    """3 photos vs 7 styles: cycling each domain on its own visits all of both; a zip of the
+    two finite datasets would have stopped after 3 styles."""
+    photos = _constant_shards(tmp_path / "a", "photo", [10, 60, 110])
+    styles = _constant_shards(tmp_path / "b", "style", [20, 50, 80, 120, 150, 180, 210])
+    ds = data.training_dataset(photos, styles, 2, image_size=8, load_size=10, seed=3)
+    seen_x, seen_y = set(), set()
+    for x, y in ds.take(14):  # 28 images per domain: 4 passes over the larger one
+        seen_x |= {round(float(v)) for v in (x.numpy().mean(axis=(1, 2, 3)) + 1) * 127.5}
+        seen_y |= {round(float(v)) for v in (y.numpy().mean(axis=(1, 2, 3)) + 1) * 127.5}
+    assert {v // 5 for v in seen_x} == {v // 5 for v in [10, 60, 110]}
+    assert {v // 5 for v in seen_y} == {v // 5 for v in [20, 50, 80, 120, 150, 180, 210]}
+
+
+def test_batch_shape_dtype_and_range(sample_dir):
+    ds = data.training_dataset(
+        f"{sample_dir}/photo", f"{sample_dir}/ghibli", 4, image_size=64, load_size=72
+    )
+    x, y = next(iter(ds))
+    for t in (x, y):
+        assert t.shape == (4, 64, 64, 3) and t.dtype == tf.float32
+        assert float(tf.reduce_min(t)) >= -1.0 and float(tf.reduce_max(t)) <= 1.0
+    assert float(tf.reduce_max(x)) - float(tf.reduce_min(x)) > 1.0  # real pictures, not flat
+
+
+def test_seed_makes_order_and_augmentation_repeatable(sample_dir):
+    def first(seed):
+        ds = data.training_dataset(
+            f"{sample_dir}/photo", f"{sample_dir}/ghibli", 2, image_size=48, load_size=64, seed=seed
+        )
+        return [t.numpy() for t in next(iter(ds))]
+
+    a, b, c = first(7), first(7), first(8)
+    assert all(np.array_equal(u, v) for u, v in zip(a, b))
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_jitter_crops_and_flips():
+    image = tf.constant(np.arange(20 * 20 * 3, dtype=np.uint8).reshape(20, 20, 3))
+    seen = {
+        data.random_jitter(image, tf.constant([s, 0], tf.int64), 24, 16).numpy().tobytes()
+        for s in range(8)
+    }
+    assert len(seen) > 1  # different seeds, different crops/flips
+    out = data.random_jitter(image, tf.constant([1, 2], tf.int64), 24, 16)
+    assert out.shape == (16, 16, 3)
+
+
+def test_each_replica_gets_its_share_under_mirrored_strategy(sample_dir):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    kwargs = dict(image_size=32, load_size=40, seed=1)
+
+    def make():  # a fresh dataset each time: the same seed gives the same batches
+        return data.training_dataset(
+            f"{sample_dir}/photo", f"{sample_dir}/ghibli", 4, strategy=strategy, **kwargs
+        )
+
+    x_global, _ = next(iter(make()))
+    x_dist, y_dist = next(iter(strategy.experimental_distribute_dataset(make())))
+    parts = strategy.experimental_local_results(x_dist)
+    assert len(parts) == 2
+    assert all(p.shape == (2, 32, 32, 3) for p in parts)
+    assert all(p.shape == (2, 32, 32, 3) for p in strategy.experimental_local_results(y_dist))
+    np.testing.assert_array_equal(np.concatenate([p.numpy() for p in parts]), x_global.numpy())
+    with pytest.raises(InputError, match="does not split evenly over 2 replicas"):
+        data.training_dataset(f"{sample_dir}/photo", f"{sample_dir}/ghibli", 3, strategy=strategy)
+
+
+def test_bad_training_arguments(sample_dir):
+    p, s = f"{sample_dir}/photo", f"{sample_dir}/ghibli"
+    with pytest.raises(InputError, match="image_size"):
+        data.training_dataset(p, s, 2, image_size=64, load_size=32)
+    with pytest.raises(InputError, match="batch size"):
+        data.training_dataset(p, s, 0)
+    with pytest.raises(InputError, match="no TFRecord files match"):
+        data.training_dataset(p, f"{sample_dir}/nope/*.tfrec", 2)
+
+
+# ---------------------------------------------------------------------------- evaluation input
+
+
+def test_evaluation_dataset_is_plain_and_covers_the_larger_domain(tmp_path):
+    photos = _constant_shards(tmp_path / "a", "photo", [10, 60, 110])
+    styles = _constant_shards(tmp_path / "b", "style", [20, 50, 80, 120, 150])
+    pairs = list(data.evaluation_dataset(photos, styles, batch_size=2, image_size=12))
+    assert [tuple(x.shape) for x, _ in pairs] == [(2, 12, 12, 3)] * 2 + [(1, 12, 12, 3)]
+    ys = np.concatenate([y.numpy() for _, y in pairs]).mean(axis=(1, 2, 3))
+    assert np.allclose((ys + 1) * 127.5, [20, 50, 80, 120, 150], atol=2)
+    xs = np.concatenate([x.numpy() for x, _ in pairs]).mean(axis=(1, 2, 3))
+    assert np.allclose((xs + 1) * 127.5, [10, 60, 110, 10, 60], atol=2)  # smaller one repeated
+    single = list(data.evaluation_dataset(photos, batch_size=8, image_size=12))
+    assert len(single) == 1 and single[0].shape == (3, 12, 12, 3)
+
+
+def test_steps_per_epoch(tmp_path):
+    photos = _constant_shards(tmp_path / "a", "photo", [10, 60, 110])
+    styles = _constant_shards(tmp_path / "b", "style", list(range(20, 240, 20)))
+    assert data.steps_per_epoch(photos, styles, 4) == 11 // 4
+    assert data.steps_per_epoch(photos, styles, 64) == 1
