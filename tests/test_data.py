@@ -235,15 +235,22 @@ def test_seed_makes_order_and_augmentation_repeatable(sample_dir):
     assert not np.array_equal(a[0], c[0])
 
 
-def test_jitter_crops_and_flips():
-    image = tf.constant(np.arange(20 * 20 * 3, dtype=np.uint8).reshape(20, 20, 3))
-    seen = {
-        data.random_jitter(image, tf.constant([s, 0], tf.int64), 24, 16).numpy().tobytes()
-        for s in range(8)
-    }
-    assert len(seen) > 1  # different seeds, different crops/flips
-    out = data.random_jitter(image, tf.constant([1, 2], tf.int64), 24, 16)
-    assert out.shape == (16, 16, 3)
+def test_jitter_crops_flips_and_matches_resize_then_crop():
+    """Decoding the window and resizing it equals the reference's resize-then-crop."""
+    pixels = np.zeros((64, 64, 3), np.uint8)
+    pixels[:, :32] = 200  # left half light, right half dark
+    jpeg = tf.io.encode_jpeg(pixels, quality=100)
+    outs = [data.random_jitter(jpeg, tf.constant([s, 0], tf.int64), 72, 64).numpy() for s in range(16)]
+    assert all(o.shape == (64, 64, 3) and -1 <= o.min() and o.max() <= 1 for o in outs)
+    light_left = [o[:, :8].mean() > o[:, -8:].mean() for o in outs]
+    assert any(light_left) and not all(light_left)  # some flipped, some not
+    assert len({o.tobytes() for o in outs}) > 4  # different crops
+    # Scale: a 64-px picture loaded at 72 and cropped at 64 shows 64/72 of it, magnified.
+    reference = tf.image.resize(tf.cast(pixels, tf.float32), [72, 72]).numpy()
+    unflipped = [o for o, left in zip(outs, light_left) if left][0]
+    edge = lambda img: int(np.argmax(img[32, :, 0] < (img[32, 0, 0] + img[32, -1, 0]) / 2))  # noqa: E731
+    light_cols = edge(unflipped)
+    assert 0 < light_cols < 64 and abs(light_cols - edge(reference)) <= 8
 
 
 def test_each_replica_gets_its_share_under_mirrored_strategy(sample_dir):
