@@ -13,6 +13,7 @@ VERSION = re.search(
 INSTALL_REQUIRES = [
     "tensorflow>=2.16,<3",
     "keras>=3.3,<4",
+    "tensorboard>=2.16,<3",  # tf.summary and the TensorBoard callback (no longer a TF dependency)
     "numpy>=1.26,<3",
     "scipy>=1.11,<2",
     "matplotlib>=3.7,<4",
@@ -38,9 +39,10 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["ghibli_keras", "ghibli_keras.*"]),
+    py_modules=["ghibli_keras_cli"],
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
-    entry_points={"console_scripts": ["ghibli-keras = ghibli_keras.cli:main"]},
+    entry_points={"console_scripts": ["ghibli-keras = ghibli_keras_cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

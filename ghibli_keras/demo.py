@@ -1,64 +1,99 @@
-"""The demo on the embedded sample data (`make demo`, `ghibli-keras demo`).
+"""The demo (`make demo`, `ghibli-keras demo`): train the tiny preset on the embedded sample
+data, then show and score what it learned.
 
-Today it shows the data path end to end: it writes a folder of pictures from the sample shards,
-converts that folder back into shards with `write_tfrecords`, reads them with `load_tfrecords`,
-prints what it read, and saves a preview of one training batch.
+Writes to the output folder:
+  before_after.png   held-out photo | G(photo) | stylize(photo), the target it never saw
+  samples.png        the last epoch's x | G(x) | F(G(x)) | y | F(y) | G(F(y)) grid
+  loss_curves.png    losses per epoch
+  translated/        a few held-out photos and their translations, as PNG
+  scores.json        held-out PSNR of G(photo) against stylize(photo), beside the identity
+                     baseline PSNR(photo, stylize(photo)), and the gain
+  workdir/           the training run (model.keras, log.csv, tensorboard/, ...)
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 
-from . import data
+from . import data, sample, training
+from .callbacks import save_grid, to_uint8
+from .config import Config, get_preset
+from .files import atomic_path
 
-PICTURES_PER_DOMAIN = 24
-PREVIEW_BATCH = 4
-PREVIEW_SIZE = 96  # crop side of the preview batch (the sample crops are 128 px)
-PREVIEW_LOAD_SIZE = 112
+GRID_PICTURES = 6
+TRANSLATED_PICTURES = 8
 
 
-def run(sample: Path, out: Path) -> None:
+def demo_config(sample_dir: Path) -> Config:
+    """The tiny preset, pointed at the sample shards under `sample_dir`."""
+    return get_preset("tiny").override(
+        **{
+            "data.photos": str(sample_dir / "photo"),
+            "data.styles": str(sample_dir / "ghibli"),
+            "data.heldout_photos": str(sample_dir / "photo_test"),
+        }
+    )
+
+
+def heldout_score(generator, photos: np.ndarray, batch_size: int = 16) -> dict:
+    """PSNR of G(photo) against stylize(photo) on uint8 photos `(N, H, W, 3)`, beside the
+    identity baseline PSNR(photo, stylize(photo)). H and W must suit the generator."""
+    targets = np.stack([sample.stylize(p) for p in photos])
+    translated = to_uint8(generator.predict(photos / 127.5 - 1.0, batch_size=batch_size, verbose=0))
+    model_psnr = sample.psnr(translated, targets)
+    baseline = sample.psnr(photos, targets)
+    return {
+        "images": int(len(photos)),
+        "psnr_model_db": round(model_psnr, 3),
+        "psnr_identity_baseline_db": round(baseline, 3),
+        "gain_db": round(model_psnr - baseline, 3),
+        "translated": translated,
+        "targets": targets,
+    }
+
+
+def run(sample_dir: Path, out: Path, config: Config = None) -> dict:
+    """Trains (or resumes) the demo run in `out/workdir` and writes its pictures and scores."""
+    import keras
+
+    from . import cyclegan  # noqa: F401  (registers the classes for load_model)
+
+    sample_dir, out = Path(sample_dir), Path(out)
+    config = config or demo_config(sample_dir)
+    workdir = out / "workdir"
+    training.train(config, workdir)
+
+    model = keras.models.load_model(workdir / "model.keras", compile=False)
+    photos = np.stack(list(data.load_tfrecords(config.data.heldout_photos).as_numpy_iterator()))
+    score = heldout_score(model.generator_g, photos)
+    translated, targets = score.pop("translated"), score.pop("targets")
+
+    rows = [[photos[i], translated[i], targets[i]] for i in range(GRID_PICTURES)]
+    title = (
+        f"held-out photos: PSNR vs stylize {score['psnr_identity_baseline_db']:.2f} dB -> "
+        f"{score['psnr_model_db']:.2f} dB ({score['gain_db']:+.2f} dB)"
+    )
+    save_grid(rows, ["photo (never seen)", "G(photo)", "stylize(photo), the target"],
+              out / "before_after.png", title)
+    shutil.copyfile(workdir / "samples" / "latest.png", out / "samples.png")
+    shutil.copyfile(workdir / "loss_curves.png", out / "loss_curves.png")
     from PIL import Image
 
-    out = Path(out)
-    pictures = out / "pictures"
-    shards = out / "shards"
-    for domain in ("photo", "ghibli"):
-        folder = pictures / domain
-        folder.mkdir(parents=True, exist_ok=True)
-        ds = data.load_tfrecords(sample / domain, with_names=True).take(PICTURES_PER_DOMAIN)
-        for name, image in ds.as_numpy_iterator():
-            Image.fromarray(image).save(folder / f"{name.decode()}.png")
-        print(f"wrote {PICTURES_PER_DOMAIN} pictures to {folder}")
-        report = data.write_tfrecords(
-            folder, shards, domain, size=128, shard_size=16, overwrite=True, progress=False
-        )
-        print(report.summary())
-
-    for domain in ("photo", "ghibli"):
-        images = list(data.load_tfrecords(shards / f"{domain}*.tfrec").as_numpy_iterator())
-        shapes = sorted({im.shape for im in images})
-        print(
-            f"read {len(images)} {domain} images back from {shards}: shapes {shapes}, "
-            f"dtype {images[0].dtype}, values {min(im.min() for im in images)}.."
-            f"{max(im.max() for im in images)}"
-        )
-
-    batch = data.training_dataset(
-        shards / "photo*.tfrec",
-        shards / "ghibli*.tfrec",
-        PREVIEW_BATCH,
-        image_size=PREVIEW_SIZE,
-        load_size=PREVIEW_LOAD_SIZE,
-        seed=0,
+    folder = out / "translated"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(TRANSLATED_PICTURES):
+        Image.fromarray(photos[i]).save(folder / f"{i:02d}_photo.png")
+        Image.fromarray(translated[i]).save(folder / f"{i:02d}_ghibli.png")
+    with atomic_path(out / "scores.json") as tmp:
+        tmp.write_text(json.dumps(score, indent=2))
+    print(
+        f"held-out score on {score['images']} photos never seen in training: "
+        f"PSNR(G(photo), stylize(photo)) = {score['psnr_model_db']:.2f} dB, identity baseline "
+        f"{score['psnr_identity_baseline_db']:.2f} dB, gain {score['gain_db']:+.2f} dB"
     )
-    x, y = next(iter(batch))  # (B, S, S, 3) each, in [-1, 1]
-    print(f"training batch: x {tuple(x.shape)}, y {tuple(y.shape)}, {x.dtype.name} in [-1, 1]")
-    grid = np.concatenate(
-        [np.concatenate(list(x.numpy()), axis=1), np.concatenate(list(y.numpy()), axis=1)], axis=0
-    )
-    preview = out / "training_batch.png"
-    Image.fromarray(np.uint8(np.rint((grid + 1.0) * 127.5))).save(preview)
-    print(f"preview of a training batch (top: photos x, bottom: styles y): {preview}")
+    print(f"pictures: {out / 'before_after.png'}, {out / 'samples.png'}, {out / 'loss_curves.png'}, {folder}/")
+    return score

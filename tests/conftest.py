@@ -38,3 +38,39 @@ def rng():
 @pytest.fixture(scope="session")
 def sample_dir():
     return SAMPLE
+
+
+def tiny_test_config(**overrides):
+    """A very small run on the sample data: seconds per epoch, for tests that need a model."""
+    from ghibli_keras.config import get_preset
+
+    values = {
+        "data.photos": f"{SAMPLE}/photo",
+        "data.styles": f"{SAMPLE}/ghibli",
+        "data.heldout_photos": f"{SAMPLE}/photo_test",
+        "data.image_size": 32,
+        "data.load_size": 36,
+        "model.ngf": 4,
+        "model.n_blocks": 1,
+        "model.ndf": 4,
+        "model.n_layers": 2,
+        "train.epochs": 2,
+        "train.decay_epochs": 1,
+        "train.steps_per_epoch": 3,
+        "train.batch_size": 2,
+        "train.pool_size": 4,
+        "train.xla": "off",
+        "train.seed": 0,
+    }
+    values.update(overrides)
+    return get_preset("tiny").override(**values)
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(tmp_path_factory):
+    """One tiny trained run shared by every test that needs a model."""
+    from ghibli_keras import training
+
+    workdir = tmp_path_factory.mktemp("trained") / "run"
+    training.train(tiny_test_config(), workdir, verbose=0)
+    return workdir

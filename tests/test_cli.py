@@ -29,8 +29,8 @@ def test_errors_before_tensorflow_is_imported(tmp_path):
     so no TensorFlow log noise, and one line on stderr."""
     (tmp_path / "empty").mkdir()
     code = (
-        "import sys; from ghibli_keras import cli; "
-        "rc = cli.main(sys.argv[1:]); "
+        "import sys, ghibli_keras_cli; "
+        "rc = ghibli_keras_cli.main(sys.argv[1:]); "
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'; sys.exit(rc)"
     )
     for args, message in [

@@ -1,0 +1,138 @@
+"""Steady-state training-step speed per preset, against this machine's convolution peak.
+
+    python benchmarks/train_step.py [--quick] [--presets tiny,paper] [--batches 1,4]
+                                    [--xla off,on] [--precision off,bf16] [--steps 5]
+
+For each combination it builds the preset's CycleGAN (synthetic data at the preset's crop
+size), times `fit` steps after the first (compilation) and prints seconds per step, images/s
+(photos + styles) and the achieved GFLOP/s from an analytic count of the step's convolution
+FLOPs, as a fraction of the fp32 rate of a large 3x3 convolution measured in the same process.
+
+Analytic count: a convolution is 2·H_out·W_out·k²·C_in·C_out FLOPs per image (a transposed one
+2·H_in·W_in·k²·C_in·C_out); a trained network costs 3× its forward pass (forward, input
+gradients, weight gradients). A step runs G and F 4 times (6 with the identity loss), all
+trained; the discriminators run 2 times inside the generator update (forward + input
+gradients: 2×) and 4 times in their own updates (forward + weight gradients: 2×).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from ghibli_keras import models  # noqa: E402
+from ghibli_keras.config import get_preset  # noqa: E402
+from ghibli_keras.cyclegan import CycleGAN  # noqa: E402
+
+
+def conv_flops(net: keras.Model, size: int) -> float:
+    """Forward FLOPs of the convolutions of `net` for one `size`×`size` image."""
+    convs = [l for l in net.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Conv2DTranspose))]
+    probe = keras.Model(net.inputs, [l.input for l in convs] + [l.output for l in convs])
+    shapes = [t.shape for t in probe(np.zeros((1, size, size, 3), "float32"))]
+    inputs, outputs = shapes[: len(convs)], shapes[len(convs):]
+    total = 0.0
+    for layer, i, o in zip(convs, inputs, outputs):
+        kh, kw = layer.kernel_size
+        cin, cout = i[-1], o[-1]
+        positions = i[1] * i[2] if isinstance(layer, keras.layers.Conv2DTranspose) else o[1] * o[2]
+        total += 2.0 * positions * kh * kw * cin * cout
+    return total
+
+
+def step_flops(config, batch: int) -> float:
+    nets = models.build_networks(config.model)
+    size = config.data.image_size
+    g = conv_flops(nets["generator_g"], size)
+    d = conv_flops(nets["discriminator_x"], size)
+    generator_passes = 4 + (2 if config.train.lambda_identity > 0 else 0)
+    return batch * (generator_passes * 3 * g + (2 * 2 + 4 * 2) * d)
+
+
+def conv_peak(seconds: float = 3.0) -> float:
+    """fp32 GFLOP/s of a large 3x3 convolution (1x64x64x256 -> 256), forward."""
+    x = tf.random.uniform([1, 64, 64, 256])
+    w = tf.random.uniform([3, 3, 256, 256])
+    f = tf.function(lambda: tf.nn.conv2d(x, w, 1, "SAME"))
+    f()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        f().numpy()
+        n += 1
+    flops = 2.0 * 64 * 64 * 9 * 256 * 256
+    return n * flops / (time.perf_counter() - start) / 1e9
+
+
+def bf16_supported() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def time_step(config, batch: int, xla: bool, precision: str, steps: int) -> float:
+    keras.config.set_dtype_policy({"off": "float32", "bf16": "mixed_bfloat16"}[precision])
+    try:
+        size = config.data.image_size
+        model = CycleGAN(**models.build_networks(config.model), pool_size=config.train.pool_size,
+                         image_size=size)
+        model.compile(lambda_identity=config.train.lambda_identity, gan_loss=config.train.gan_loss,
+                      jit_compile=xla)
+        x = tf.random.uniform([batch, size, size, 3], -1, 1)
+        data = tf.data.Dataset.from_tensors((x, x)).repeat()
+        times = []
+
+        class Clock(keras.callbacks.Callback):
+            def on_train_batch_end(self, b, logs=None):
+                times.append(time.perf_counter())
+
+        model.fit(data, steps_per_epoch=steps + 2, epochs=1, verbose=0, callbacks=[Clock()])
+        return float(np.median(np.diff(times[1:])))  # after the first (compiling) step
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny preset only, 3 steps")
+    parser.add_argument("--presets", default="tiny,kaggle,paper")
+    parser.add_argument("--batches", default="1,4")
+    parser.add_argument("--xla", default="off,on")
+    parser.add_argument("--precision", default="off,bf16")
+    parser.add_argument("--steps", type=int, default=5)
+    args = parser.parse_args()
+    presets = ["tiny"] if args.quick else args.presets.split(",")
+    steps = 3 if args.quick else args.steps
+    peak = conv_peak()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, bf16 instructions: "
+          f"{'yes' if bf16_supported() else 'no'}; TensorFlow {tf.__version__}, Keras {keras.__version__}")
+    print(f"fp32 3x3 convolution peak (1x64x64x256 -> 256): {peak:.1f} GFLOP/s")
+    print(f"{'preset':8} {'batch':>5} {'xla':>4} {'prec':>5} {'s/step':>8} {'img/s':>7} "
+          f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'of peak':>7}")
+    for name in presets:
+        config = get_preset(name)
+        for batch in map(int, args.batches.split(",")):
+            flops = step_flops(config, batch)
+            for xla in args.xla.split(","):
+                for precision in args.precision.split(","):
+                    seconds = time_step(config, batch, xla == "on", precision, steps)
+                    rate = flops / seconds / 1e9
+                    print(f"{name:8} {batch:5d} {xla:>4} {precision:>5} {seconds:8.3f} "
+                          f"{2 * batch / seconds:7.1f} {flops / 1e9:10.1f} {rate:8.1f} "
+                          f"{rate / peak:7.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

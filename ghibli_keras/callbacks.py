@@ -1,0 +1,169 @@
+"""Keras callbacks of a training run: sample grids, the latest model, NaN handling, plots."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .files import atomic_path
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the backup of the last finished epoch is kept."""
+
+
+def to_uint8(images) -> np.ndarray:
+    """[-1, 1] floats -> uint8."""
+    return np.uint8(np.clip(np.rint((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255))
+
+
+def save_grid(rows: list, titles: list, path, figure_title: str = "") -> None:
+    """A grid of uint8 pictures (`rows[r][c]`), one column title each, as a PNG (atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_rows, n_cols = len(rows), len(titles)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.2 * n_cols, 2.2 * n_rows), squeeze=False)
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            axes[r][c].imshow(image)
+            axes[r][c].axis("off")
+            if r == 0:
+                axes[r][c].set_title(titles[c], fontsize=9)
+    if figure_title:
+        fig.suptitle(figure_title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def translation_rows(model, photos: np.ndarray, styles: np.ndarray) -> list:
+    """Rows x | G(x) | F(G(x)) | y | F(y) | G(F(y)) for float pictures in [-1, 1]."""
+    G, F = model.generator_g, model.generator_f
+    fake_y = G.predict(photos, verbose=0)
+    fake_x = F.predict(styles, verbose=0)
+    columns = [
+        photos, fake_y, F.predict(fake_y, verbose=0),
+        styles, fake_x, G.predict(fake_x, verbose=0),
+    ]
+    columns = [to_uint8(c) for c in columns]
+    return [[c[i] for c in columns] for i in range(len(photos))]
+
+
+GRID_TITLES = ["photo x", "G(x)", "F(G(x))", "style y", "F(y)", "G(F(y))"]
+
+
+class SampleGrid(keras.callbacks.Callback):
+    """After each epoch: a PNG grid of translations of fixed held-out pictures
+    (`samples/epoch_NNN.png` and `samples/latest.png`) and the same as TensorBoard images.
+
+    Args:
+        photos, styles: float32 `(N, H, W, 3)` in [-1, 1], the same N.
+        out_dir: folder for the PNGs.
+        log_dir: TensorBoard folder (images under `samples/`), or None.
+    """
+
+    def __init__(self, photos, styles, out_dir, log_dir: Optional[str] = None):
+        super().__init__()
+        self.photos, self.styles = np.asarray(photos), np.asarray(styles)
+        self.out_dir = Path(out_dir)
+        self.writer = tf.summary.create_file_writer(str(Path(log_dir) / "samples")) if log_dir else None
+
+    def on_epoch_end(self, epoch, logs=None):
+        rows = translation_rows(self.model, self.photos, self.styles)
+        title = f"epoch {epoch + 1}"
+        save_grid(rows, GRID_TITLES, self.out_dir / f"epoch_{epoch + 1:03d}.png", title)
+        save_grid(rows, GRID_TITLES, self.out_dir / "latest.png", title)
+        if self.writer is not None:
+            strips = np.stack([np.concatenate(row, axis=1) for row in rows])  # (N, H, 6W, 3)
+            with self.writer.as_default():
+                tf.summary.image("x | G(x) | F(G(x)) | y | F(y) | G(F(y))", strips, step=epoch + 1,
+                                 max_outputs=len(strips))
+            self.writer.flush()
+
+
+class SaveLatestModel(keras.callbacks.Callback):
+    """Saves the whole CycleGAN (networks and the four optimizers) to `path` after each epoch,
+    through a temporary file, so `path` is always a complete model."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = Path(path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        with atomic_path(self.path) as tmp:
+            self.model.save(tmp)
+
+
+class TerminateOnNaN(keras.callbacks.TerminateOnNaN):
+    """Stops at the first NaN or infinite loss with an error that says how to resume.
+
+    It raises rather than setting `stop_training`, so `BackupAndRestore` keeps the backup of
+    the last finished epoch instead of deleting it as it does when training ends.
+    """
+
+    def __init__(self, workdir):
+        super().__init__()
+        self.workdir = workdir
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("g_loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise TrainingDiverged(
+                f"the generator loss became {loss} in epoch {self.epoch + 1}, step {batch + 1}. "
+                f"The backup of the last finished epoch is kept in {self.workdir}/backup: rerun the "
+                f"same command to resume from it, with a lower --learning-rate if it happens again."
+            )
+
+
+def _number(text) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def plot_losses(csv_path, png_path) -> None:
+    """Loss curves (generator, discriminators, cycle, identity) from the run's log.csv."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    panels = {
+        "generators": ["g_loss", "g_adv", "f_adv"],
+        "discriminators": ["d_x_loss", "d_y_loss"],
+        "cycle / identity": ["cycle_loss", "identity_loss", "val_cycle_loss", "val_identity_loss"],
+    }
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5))
+    for ax, (title, keys) in zip(axes, panels.items()):
+        for key in keys:
+            values = [_number(r.get(key)) for r in rows]
+            if any(math.isfinite(v) for v in values):  # CSVLogger writes "NA" for gaps
+                ax.plot(epochs, values, marker="o", ms=3, label=key)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)

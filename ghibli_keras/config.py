@@ -1,0 +1,204 @@
+"""Configs as code: frozen dataclasses, named presets, JSON round trip, dotted overrides.
+
+>>> cfg = get_preset("tiny")
+>>> cfg.model.generator, cfg.data.image_size
+('resnet', 64)
+>>> cfg = cfg.override(**{"train.epochs": 2})
+>>> Config.from_json(cfg.to_json()) == cfg
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Optional
+
+from .errors import InputError
+
+SAMPLE_PHOTOS = "tfrecords/sample/photo/*.tfrec"
+SAMPLE_STYLES = "tfrecords/sample/ghibli/*.tfrec"
+SAMPLE_HELDOUT = "tfrecords/sample/photo_test/*.tfrec"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the two domains are and how they are cut into training crops."""
+
+    photos: str = SAMPLE_PHOTOS  # domain X shards (file, glob or folder)
+    styles: str = SAMPLE_STYLES  # domain Y shards
+    heldout_photos: Optional[str] = SAMPLE_HELDOUT  # for samples, test_step and scores
+    image_size: int = 256  # training crop side
+    load_size: int = 286  # resize before the random crop (the reference's 286 -> 256)
+    shuffle_buffer: int = 256  # serialized records per domain
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The four networks. Defaults are the reference's resnet_9blocks and 70x70 PatchGAN."""
+
+    generator: str = "resnet"  # "resnet" | "unet" (the Kaggle tutorial's)
+    ngf: int = 64  # generator filters in the first layer
+    n_blocks: int = 9  # ResNet blocks (6 or 9 in the reference)
+    ndf: int = 64  # discriminator filters in the first layer
+    n_layers: int = 3  # PatchGAN stride-2 layers (3 = 70x70 receptive field)
+    affine_norm: bool = False  # learnable scale/offset in instance norm (reference: no)
+    norm_epsilon: float = 1e-5  # the reference's (PyTorch's) epsilon
+    global_skip: bool = False  # G(x) = clip(x + residual(x)): starts at the identity
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation. Defaults are the paper's."""
+
+    epochs: int = 200
+    decay_epochs: int = 100  # the last N epochs decay the learning rate linearly to zero
+    steps_per_epoch: Optional[int] = None  # default: one pass over the larger domain
+    batch_size: int = 1  # global, over all replicas
+    learning_rate: float = 2e-4
+    beta_1: float = 0.5
+    gan_loss: str = "lsgan"  # "lsgan" | "bce"
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 0.5  # relative to lambda_cycle, as in the reference
+    pool_size: int = 50  # history of fakes shown to the discriminators (0: none)
+    warmup_steps: int = 0  # reconstruction-only steps before adversarial training
+    strategy: str = "auto"  # auto | cpu | gpu | mirrored | tpu | multiworker
+    mixed_precision: str = "auto"  # auto | off | bf16 | fp16
+    xla: str = "auto"  # auto | on | off
+    steps_per_execution: int = 1
+    seed: Optional[int] = None  # repeatable data order, augmentation and initialisation
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Config":
+        parts = {}
+        for name, section in _SECTIONS.items():
+            sub = values.get(name, {})
+            unknown = set(sub) - {f.name for f in dataclasses.fields(section)}
+            if unknown:
+                raise InputError(f"unknown config field(s) in {name!r}: {sorted(unknown)}")
+            parts[name] = section(**sub)
+        return cls(**parts).validated()
+
+    @classmethod
+    def from_json(cls, text: str) -> "Config":
+        return cls.from_dict(json.loads(text))
+
+    def override(self, **dotted) -> "Config":
+        """`cfg.override(**{"train.epochs": 3, "data.image_size": 64})`; None values are ignored."""
+        values = self.to_dict()
+        for key, value in dotted.items():
+            if value is None:
+                continue
+            section, _, name = key.partition(".")
+            if section not in values or name not in values[section]:
+                raise InputError(f"unknown config field {key!r}")
+            values[section][name] = value
+        return Config.from_dict(values)
+
+    def validated(self) -> "Config":
+        d, m, t = self.data, self.model, self.train
+        checks = [
+            (d.image_size > 0 and d.image_size % 4 == 0, f"data.image_size must be a positive multiple of 4, got {d.image_size}"),
+            (d.load_size >= d.image_size, f"data.load_size ({d.load_size}) must be >= data.image_size ({d.image_size})"),
+            (m.generator in ("resnet", "unet"), f"model.generator must be 'resnet' or 'unet', got {m.generator!r}"),
+            (m.generator != "unet" or d.image_size % 256 == 0, f"the U-Net generator needs image_size divisible by 256, got {d.image_size}"),
+            (m.ngf > 0 and m.ndf > 0, f"model.ngf and model.ndf must be positive, got {m.ngf}, {m.ndf}"),
+            (m.n_blocks >= 0, f"model.n_blocks must be >= 0, got {m.n_blocks}"),
+            (m.n_layers >= 1, f"model.n_layers must be >= 1, got {m.n_layers}"),
+            (t.epochs > 0, f"train.epochs must be positive, got {t.epochs}"),
+            (0 <= t.decay_epochs <= t.epochs, f"train.decay_epochs must be in 0..epochs ({t.epochs}), got {t.decay_epochs}"),
+            (t.steps_per_epoch is None or t.steps_per_epoch > 0, f"train.steps_per_epoch must be positive, got {t.steps_per_epoch}"),
+            (t.batch_size > 0, f"train.batch_size must be positive, got {t.batch_size}"),
+            (t.learning_rate > 0, f"train.learning_rate must be positive, got {t.learning_rate}"),
+            (t.gan_loss in ("lsgan", "bce"), f"train.gan_loss must be 'lsgan' or 'bce', got {t.gan_loss!r}"),
+            (t.pool_size >= 0 and t.warmup_steps >= 0, "train.pool_size and train.warmup_steps must be >= 0"),
+            (t.strategy in STRATEGIES, f"train.strategy must be one of {STRATEGIES}, got {t.strategy!r}"),
+            (t.mixed_precision in PRECISIONS, f"train.mixed_precision must be one of {PRECISIONS}, got {t.mixed_precision!r}"),
+            (t.xla in XLA_CHOICES, f"train.xla must be one of {XLA_CHOICES}, got {t.xla!r}"),
+            (t.steps_per_execution > 0, f"train.steps_per_execution must be positive, got {t.steps_per_execution}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+        return self
+
+
+STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "tpu", "multiworker")
+PRECISIONS = ("auto", "off", "bf16", "fp16")
+XLA_CHOICES = ("auto", "on", "off")
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def _tiny() -> Config:
+    """The demo's run: a small ResNet on 64-px crops of the sample set, <= 10 min on 2 cores.
+
+    Measured choices (held-out PSNR against `stylize`, see the README's demo section):
+    - global skip: the generator starts as the identity, so the first steps are not spent
+      learning to reproduce photos (a plain tanh head ended below the identity baseline);
+    - no identity loss: |G(y) - y| pulls G towards the identity, against the style (+0.02 dB
+      after 300 steps with it, +1.9 dB without);
+    - learning rate 5e-4 for the small networks, decaying linearly over the second half,
+      which stops the late drift seen at a constant rate;
+    - XLA: the step is 2.1x faster on this CPU (0.57 s against 1.21 s at batch 4).
+    """
+    return Config(
+        data=DataConfig(image_size=64, load_size=72),
+        model=ModelConfig(ngf=16, n_blocks=3, ndf=32, n_layers=2, global_skip=True),
+        train=TrainConfig(
+            epochs=8,
+            decay_epochs=4,
+            steps_per_epoch=100,
+            batch_size=4,
+            learning_rate=5e-4,
+            lambda_identity=0.0,
+            pool_size=50,
+            xla="on",
+            seed=0,
+        ),
+    )
+
+
+def _kaggle() -> Config:
+    """The Kaggle "Monet CycleGAN" tutorial: U-Net at 256, BCE, no pool, 25 epochs."""
+    return Config(
+        data=DataConfig(
+            photos="/kaggle/input/gan-getting-started/photo_tfrec/*.tfrec",
+            styles="/kaggle/input/gan-getting-started/monet_tfrec/*.tfrec",
+            heldout_photos=None,
+            image_size=256,
+            load_size=286,
+        ),
+        model=ModelConfig(generator="unet", affine_norm=True),
+        train=TrainConfig(
+            epochs=25, decay_epochs=0, batch_size=1, gan_loss="bce", pool_size=0
+        ),
+    )
+
+
+def _paper() -> Config:
+    """The CycleGAN paper: resnet_9blocks at 256, 100 epochs constant + 100 decaying."""
+    return Config()
+
+
+PRESETS = {"tiny": _tiny, "kaggle": _kaggle, "paper": _paper}
+
+
+def get_preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise InputError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]().validated()

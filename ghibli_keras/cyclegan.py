@@ -1,0 +1,281 @@
+"""`CycleGAN(keras.Model)`: two generators, two discriminators, four optimizers, one
+`train_step`. Nothing here knows about files or the command line.
+
+Naming follows the paper: G: X -> Y (photo -> style), F: Y -> X, D_X judges X, D_Y judges Y.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from . import losses
+from .image_pool import ImagePool
+
+DEFAULT_LEARNING_RATE = 2e-4
+DEFAULT_BETA_1 = 0.5
+_TRAIN_METRICS = (
+    "g_loss",  # the joint generator objective
+    "g_adv",  # D_Y(G(x)) adversarial term
+    "f_adv",  # D_X(F(y)) adversarial term
+    "cycle_loss",  # |F(G(x)) - x| + |G(F(y)) - y|
+    "identity_loss",  # |G(y) - y| + |F(x) - x|
+    "d_x_loss",
+    "d_y_loss",
+)
+
+
+def default_optimizer(learning_rate=DEFAULT_LEARNING_RATE) -> keras.optimizers.Optimizer:
+    """The paper's Adam(2e-4, beta_1=0.5)."""
+    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=DEFAULT_BETA_1)
+
+
+@keras.saving.register_keras_serializable(package="ghibli_keras")
+class CycleGAN(keras.Model):
+    """An unpaired image-to-image translator trained with `fit` on `(x, y)` batches.
+
+    `model(x)` is G(x): photos in [-1, 1] to the style, in [-1, 1]. Train with
+    `model.fit(data.training_dataset(photos, styles, batch))`.
+
+    Args:
+        generator_g: G, X -> Y.
+        generator_f: F, Y -> X.
+        discriminator_x: D_X, logits of "x is real".
+        discriminator_y: D_Y, logits of "y is real".
+        pool_size: fakes kept in each discriminator's history (the paper's 50; 0: none).
+        image_size: side of the training crops (the history buffers hold images of this size).
+
+    Example:
+    >>> from ghibli_keras import models
+    >>> nets = models.build_networks(ModelConfig(ngf=8, n_blocks=1, ndf=8))  # doctest: +SKIP
+    >>> model = CycleGAN(**nets, image_size=64)                            # doctest: +SKIP
+    >>> model.compile()                                                      # doctest: +SKIP
+    >>> model.fit(training_dataset, steps_per_epoch=100, epochs=2)           # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        generator_g: keras.Model,
+        generator_f: keras.Model,
+        discriminator_x: keras.Model,
+        discriminator_y: keras.Model,
+        pool_size: int = 50,
+        image_size: int = 256,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if pool_size < 0 or image_size <= 0:
+            raise ValueError(
+                f"need pool_size >= 0 and image_size > 0, got {pool_size}, {image_size}"
+            )
+        self.generator_g = generator_g
+        self.generator_f = generator_f
+        self.discriminator_x = discriminator_x
+        self.discriminator_y = discriminator_y
+        self.pool_size = pool_size
+        self.image_size = image_size
+        shape = (image_size, image_size, 3)
+        self.pool_x = ImagePool(pool_size, shape, name="pool_x")  # history of F(y)
+        self.pool_y = ImagePool(pool_size, shape, name="pool_y")  # history of G(x)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in _TRAIN_METRICS}
+        self.built = True  # the four networks are built functional models
+
+    # ---------------------------------------------------------------------------- inference
+
+    def call(self, x, training=False):
+        return self.generator_g(x, training=training)  # (B, H, W, 3) in [-1, 1]
+
+    # ---------------------------------------------------------------------------- compile
+
+    def compile(
+        self,
+        g_optimizer=None,
+        f_optimizer=None,
+        d_x_optimizer=None,
+        d_y_optimizer=None,
+        gan_loss: str = "lsgan",
+        lambda_cycle: float = 10.0,
+        lambda_identity: float = 0.5,
+        warmup_steps: int = 0,
+        **kwargs,
+    ):
+        """Sets the four optimizers (default Adam(2e-4, beta_1=0.5)) and the loss weights.
+
+        Args:
+            g_optimizer, f_optimizer, d_x_optimizer, d_y_optimizer: one optimizer per network.
+                Create them (and this model) inside `strategy.scope()`.
+            gan_loss: "lsgan" (the reference's) or "bce".
+            lambda_cycle: weight of the cycle-consistency loss (10).
+            lambda_identity: weight of the identity loss relative to `lambda_cycle` (0.5).
+            warmup_steps: first steps train the generators only to reproduce their input
+                (a reconstruction-only start, as CartoonGAN does); discriminators wait.
+            **kwargs: passed to `keras.Model.compile` (`steps_per_execution`, `jit_compile`).
+        """
+        if gan_loss not in losses.GAN_LOSSES:
+            raise ValueError(f"gan_loss must be one of {losses.GAN_LOSSES}, got {gan_loss!r}")
+        if lambda_cycle < 0 or lambda_identity < 0 or warmup_steps < 0:
+            raise ValueError(
+                f"lambda_cycle, lambda_identity and warmup_steps must be >= 0, got "
+                f"{lambda_cycle}, {lambda_identity}, {warmup_steps}"
+            )
+        self.gan_loss = gan_loss
+        self.lambda_cycle = float(lambda_cycle)
+        self.lambda_identity = float(lambda_identity)
+        self.warmup_steps = int(warmup_steps)
+        pairs = {
+            "g_optimizer": (g_optimizer, self.generator_g),
+            "f_optimizer": (f_optimizer, self.generator_f),
+            "d_x_optimizer": (d_x_optimizer, self.discriminator_x),
+            "d_y_optimizer": (d_y_optimizer, self.discriminator_y),
+        }
+        for attr, (optimizer, network) in pairs.items():
+            optimizer = optimizer or default_optimizer()
+            if keras.config.dtype_policy().name == "mixed_float16" and not isinstance(
+                optimizer, keras.optimizers.LossScaleOptimizer
+            ):
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            # Build now: an optimizer creating its variables inside the distributed step fails
+            # (keras#19246), and restoring a backup needs them to exist.
+            optimizer.build(network.trainable_variables)
+            setattr(self, attr, optimizer)
+        # G's optimizer doubles as `model.optimizer` (what Keras's callbacks look at), so no
+        # unused default optimizer is created, built over every weight and saved.
+        super().compile(optimizer=self.g_optimizer, **kwargs)
+
+    @property
+    def optimizers(self) -> dict:
+        return {
+            "g": self.g_optimizer,
+            "f": self.f_optimizer,
+            "d_x": self.d_x_optimizer,
+            "d_y": self.d_y_optimizer,
+        }
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    # ---------------------------------------------------------------------------- training
+
+    def _global_average(self, per_example, x):
+        """Mean over the global batch, so gradients summed over replicas are the global mean's."""
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return tf.nn.compute_average_loss(per_example, global_batch_size=tf.shape(x)[0] * replicas)
+
+    def _apply(self, optimizer, tape, loss, network):
+        variables = network.trainable_variables
+        grads = tape.gradient(optimizer.scale_loss(loss), variables)
+        optimizer.apply(grads, variables)
+
+    def _discriminator_step(self, discriminator, optimizer, real, fake, weight):
+        """One update of a discriminator on real images and (pooled) fakes; used for both
+        directions. Returns the per-example loss `(B,)`."""
+        with tf.GradientTape() as tape:
+            per_example = losses.discriminator(
+                discriminator(real, training=True), discriminator(fake, training=True), self.gan_loss
+            )
+            loss = weight * self._global_average(per_example, real)
+        self._apply(optimizer, tape, loss, discriminator)
+        return per_example
+
+    def train_step(self, data):
+        x, y = data  # (B, S, S, 3) each, in [-1, 1]; B is this replica's share
+        G, F = self.generator_g, self.generator_f
+        # 0 during the reconstruction-only warm-up, then 1.
+        adversarial = tf.cast(self.g_optimizer.iterations >= self.warmup_steps, tf.float32)
+        with tf.GradientTape(persistent=True) as tape:
+            fake_y = G(x, training=True)  # G(x)
+            cycled_x = F(fake_y, training=True)  # F(G(x))
+            fake_x = F(y, training=True)  # F(y)
+            cycled_y = G(fake_x, training=True)  # G(F(y))
+            g_adv = losses.adversarial(self.discriminator_y(fake_y, training=True), True, self.gan_loss)
+            f_adv = losses.adversarial(self.discriminator_x(fake_x, training=True), True, self.gan_loss)
+            cycle = losses.l1(cycled_x, x) + losses.l1(cycled_y, y)
+            if self.lambda_identity > 0:
+                identity = losses.l1(G(y, training=True), y) + losses.l1(F(x, training=True), x)
+            else:
+                identity = tf.zeros_like(cycle)
+            # One joint objective: each cycle term trains both generators, as in the reference.
+            joint = (
+                g_adv + f_adv
+                + self.lambda_cycle * cycle
+                + self.lambda_cycle * self.lambda_identity * identity
+            )
+            reconstruction = losses.l1(fake_y, x) + losses.l1(fake_x, y)
+            per_example = adversarial * joint + (1.0 - adversarial) * reconstruction  # (B,)
+            g_loss = self._global_average(per_example, x)
+        self._apply(self.g_optimizer, tape, g_loss, G)
+        self._apply(self.f_optimizer, tape, g_loss, F)
+        del tape
+
+        d_x = self._discriminator_step(
+            self.discriminator_x, self.d_x_optimizer, x, self.pool_x(fake_x), adversarial
+        )
+        d_y = self._discriminator_step(
+            self.discriminator_y, self.d_y_optimizer, y, self.pool_y(fake_y), adversarial
+        )
+        values = {
+            "g_loss": per_example, "g_adv": g_adv, "f_adv": f_adv, "cycle_loss": cycle,
+            "identity_loss": identity, "d_x_loss": d_x, "d_y_loss": d_y,
+        }
+        for name, value in values.items():
+            self.trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def test_step(self, data):
+        """Cycle and identity losses on held-out `(x, y)` pairs (reported as val_*)."""
+        x, y = data
+        G, F = self.generator_g, self.generator_f
+        fake_y, fake_x = G(x, training=False), F(y, training=False)
+        cycle = losses.l1(F(fake_y, training=False), x) + losses.l1(G(fake_x, training=False), y)
+        identity = losses.l1(G(y, training=False), y) + losses.l1(F(x, training=False), x)
+        self.trackers["cycle_loss"].update_state(cycle)
+        self.trackers["identity_loss"].update_state(identity)
+        return {
+            "cycle_loss": self.trackers["cycle_loss"].result(),
+            "identity_loss": self.trackers["identity_loss"].result(),
+        }
+
+    # ---------------------------------------------------------------------------- saving
+
+    def get_config(self):
+        serialize = keras.saving.serialize_keras_object
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "generator_g": serialize(self.generator_g),
+            "generator_f": serialize(self.generator_f),
+            "discriminator_x": serialize(self.discriminator_x),
+            "discriminator_y": serialize(self.discriminator_y),
+            "pool_size": self.pool_size,
+            "image_size": self.image_size,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("generator_g", "generator_f", "discriminator_x", "discriminator_y"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+    def get_compile_config(self):
+        if not self.compiled:
+            return None
+        serialize = keras.saving.serialize_keras_object
+        return {
+            **{name: serialize(opt) for name, opt in self._optimizer_attrs()},
+            "gan_loss": self.gan_loss,
+            "lambda_cycle": self.lambda_cycle,
+            "lambda_identity": self.lambda_identity,
+            "warmup_steps": self.warmup_steps,
+        }
+
+    def compile_from_config(self, config):
+        config = dict(config)
+        for name, _ in self._optimizer_attrs(named_only=True):
+            config[name] = keras.saving.deserialize_keras_object(config[name])
+        self.compile(**config)
+
+    def _optimizer_attrs(self, named_only=False):
+        names = ("g_optimizer", "f_optimizer", "d_x_optimizer", "d_y_optimizer")
+        return [(n, None if named_only else getattr(self, n)) for n in names]

@@ -1,0 +1,28 @@
+"""Writing files so a reader never sees half of one: write to a temporary name, then rename."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path beside `path`; renames it to `path` if the block succeeds.
+
+    The temporary name keeps the suffix (`.tmp-model.keras`), so writers that go by the suffix
+    (Keras, matplotlib) still recognise the format.
+
+    >>> with atomic_path("out.txt") as tmp:          # doctest: +SKIP
+    ...     Path(tmp).write_text("all or nothing")
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

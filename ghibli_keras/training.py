@@ -1,0 +1,185 @@
+"""A training run: `train(config, workdir)` builds the data and the model under the strategy and
+runs `model.fit`; rerunning it on the same workdir resumes where it stopped.
+
+The workdir holds:
+  config.json      the resolved config (a rerun must match it)
+  model.keras      the latest CycleGAN (networks + four optimizers), saved each epoch
+  backup/          BackupAndRestore's state, for resuming (deleted when training completes)
+  log.csv          per-epoch losses (CSVLogger)
+  tensorboard/     scalars and sample translations
+  samples/         epoch_NNN.png grids and latest.png
+  loss_curves.png  at the end
+  done.json        written when training completes
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from . import callbacks as cb
+from . import data, models
+from . import multiworker as multiworker_loop
+from . import strategy as strategies
+from .config import Config
+from .cyclegan import CycleGAN
+from .errors import InputError
+from .files import atomic_path
+from .schedules import LinearDecay
+
+log = logging.getLogger("ghibli_keras")
+
+SAMPLE_PICTURES = 4  # rows of the per-epoch grid
+
+
+def resolve_workdir_config(config: Config, workdir: Path) -> Config:
+    """Writes config.json into a new workdir, or checks that a rerun uses the same config.
+
+    Only `train.epochs` and `train.decay_epochs` may grow on a rerun (to train longer).
+    """
+    path = workdir / "config.json"
+    if path.exists():
+        try:
+            saved = Config.from_json(path.read_text())
+        except (ValueError, TypeError) as e:
+            raise InputError(f"{path} is not a valid config ({e}); use a new --workdir") from None
+        mine, theirs = config.to_dict(), saved.to_dict()
+        for section in ("data", "model", "train"):
+            for key, value in mine[section].items():
+                if key in ("epochs", "decay_epochs"):
+                    continue
+                if theirs[section][key] != value:
+                    raise InputError(
+                        f"{workdir} holds a run with {section}.{key}={theirs[section][key]!r}, "
+                        f"this run asks for {value!r}: rerun with the same settings to resume, "
+                        f"or choose another --workdir"
+                    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(config.to_json())
+    return config
+
+
+def build_model(config: Config, steps_per_epoch: int, jit_compile: bool = False) -> CycleGAN:
+    """The compiled CycleGAN of a config. Call inside `strategy.scope()`."""
+    t = config.train
+    model = CycleGAN(
+        **models.build_networks(config.model, seed=t.seed),
+        pool_size=t.pool_size,
+        image_size=config.data.image_size,
+    )
+    total = t.epochs * steps_per_epoch
+    schedule = LinearDecay(t.learning_rate, total, (t.epochs - t.decay_epochs) * steps_per_epoch)
+    model.compile(
+        *[keras.optimizers.Adam(schedule, beta_1=t.beta_1) for _ in range(4)],
+        gan_loss=t.gan_loss,
+        lambda_cycle=t.lambda_cycle,
+        lambda_identity=t.lambda_identity,
+        warmup_steps=t.warmup_steps,
+        steps_per_execution=t.steps_per_execution,
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+def sample_pictures(config: Config, count: int = SAMPLE_PICTURES):
+    """Fixed pictures for the per-epoch grid: held-out photos (or training photos) and styles."""
+    d = config.data
+    photos = d.heldout_photos or d.photos
+    x = next(iter(data.evaluation_dataset(photos, batch_size=count, image_size=d.image_size)))
+    y = next(iter(data.evaluation_dataset(d.styles, batch_size=count, image_size=d.image_size)))
+    n = min(len(x), len(y))
+    return x.numpy()[:n], y.numpy()[:n]
+
+
+def make_callbacks(config: Config, workdir: Path, extra: Sequence = ()) -> list:
+    photos, styles = sample_pictures(config)
+    return [
+        keras.callbacks.BackupAndRestore(str(workdir / "backup"), double_checkpoint=True),
+        cb.TerminateOnNaN(workdir),
+        cb.SaveLatestModel(workdir / "model.keras"),
+        keras.callbacks.CSVLogger(str(workdir / "log.csv"), append=True),
+        keras.callbacks.TensorBoard(str(workdir / "tensorboard"), write_graph=False),
+        cb.SampleGrid(photos, styles, workdir / "samples", log_dir=str(workdir / "tensorboard")),
+        *extra,
+    ]
+
+
+
+def train(
+    config: Config,
+    workdir,
+    *,
+    extra_callbacks: Sequence = (),
+    verbose="auto",
+) -> Optional[keras.callbacks.History]:
+    """Trains (or resumes) the run of `config` in `workdir`.
+
+    Args:
+        config: the full config (see `config.PRESETS`).
+        workdir: the run's folder (created if missing). Rerunning with the same workdir resumes.
+        extra_callbacks: more Keras callbacks for `fit`.
+        verbose: passed to `fit` (Keras prints `Epoch N/M` progress lines to stdout); "auto"
+            is a live progress bar on a terminal and one line per epoch otherwise (logs, CI).
+
+    Returns:
+        `fit`'s History, or None when the workdir's run had already completed.
+    """
+    workdir = Path(workdir)
+    config = config.validated()
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
+    if (workdir / "done.json").exists():
+        done = json.loads((workdir / "done.json").read_text())
+        log.info("%s already finished (%s epochs); nothing to do", workdir, done.get("epochs"))
+        return None
+    d, t = config.data, config.train
+    strategy = strategies.get(t.strategy)
+    multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    chief = strategies.is_chief()
+    if chief:
+        config = resolve_workdir_config(config, workdir)
+    strategies.set_precision(t.mixed_precision, strategy)
+    jit = strategies.use_xla(t.xla, strategy)
+    if t.seed is not None:
+        keras.utils.set_random_seed(t.seed)
+    steps = t.steps_per_epoch or data.steps_per_epoch(d.photos, d.styles, t.batch_size)
+    dataset = data.training_dataset(
+        d.photos, d.styles, t.batch_size,
+        image_size=d.image_size, load_size=d.load_size, shuffle_buffer=d.shuffle_buffer,
+        seed=t.seed, strategy=strategy,
+    )
+    validation = None
+    if d.heldout_photos:
+        validation = data.evaluation_dataset(
+            d.heldout_photos, d.styles, batch_size=t.batch_size, image_size=d.image_size
+        )
+    with strategy.scope():
+        model = build_model(config, steps, jit_compile=jit)
+    if multiworker:  # Keras 3.15's fit fails here (keras#20585): our own small loop
+        photos, styles = sample_pictures(config)
+        history = multiworker_loop.fit(
+            model, strategy, dataset, epochs=t.epochs, steps_per_epoch=steps, workdir=workdir,
+            sample_photos=photos, sample_styles=styles, verbose=verbose,
+        )
+    else:
+        history = model.fit(
+            dataset,
+            epochs=t.epochs,
+            steps_per_epoch=steps,
+            validation_data=validation,
+            callbacks=make_callbacks(config, workdir, extra_callbacks),
+            verbose=verbose,
+        )
+    if chief:
+        cb.plot_losses(workdir / "log.csv", workdir / "loss_curves.png")
+        with atomic_path(workdir / "done.json") as tmp:
+            tmp.write_text(json.dumps({"epochs": t.epochs, "steps_per_epoch": steps}))
+    return history

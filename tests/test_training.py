@@ -1,0 +1,132 @@
+"""Training runs: the workdir, resuming, config checks, NaN handling, the command line."""
+
+import csv
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import ghibli_keras  # noqa: F401  (registers the classes for load_model)
+from conftest import SAMPLE, tiny_test_config
+from ghibli_keras import cli, training
+from ghibli_keras.callbacks import TerminateOnNaN, TrainingDiverged
+from ghibli_keras.errors import InputError
+
+
+def _log(workdir):
+    with open(workdir / "log.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_workdir_holds_everything(trained_workdir):
+    w = trained_workdir
+    for name in ("config.json", "model.keras", "log.csv", "loss_curves.png", "done.json",
+                 "samples/epoch_001.png", "samples/epoch_002.png", "samples/latest.png"):
+        assert (w / name).is_file(), name
+    assert list((w / "tensorboard").rglob("events.out.tfevents.*"))
+    assert list((w / "tensorboard" / "samples").rglob("events.out.tfevents.*"))  # images
+    assert not (w / "backup").exists()  # deleted once training completed
+    rows = _log(w)
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert {"g_loss", "d_x_loss", "d_y_loss", "cycle_loss", "val_cycle_loss"} <= set(rows[0])
+    assert all(math.isfinite(float(r["g_loss"])) for r in rows)
+    assert json.loads((w / "config.json").read_text())["model"]["ngf"] == 4
+
+
+def test_model_keras_loads_and_translates(trained_workdir):
+    model = keras.models.load_model(trained_workdir / "model.keras")
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 48, 40, 3)).astype("float32")
+    y = np.asarray(model(x))
+    assert y.shape == x.shape and -1.0 <= y.min() and y.max() <= 1.0
+    assert {k: int(o.iterations.numpy()) for k, o in model.optimizers.items()} == {"g": 6, "f": 6, "d_x": 6, "d_y": 6}
+
+
+def test_finished_run_is_not_repeated(trained_workdir):
+    assert training.train(tiny_test_config(), trained_workdir) is None
+
+
+def test_rerun_with_other_settings_is_refused(tmp_path):
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    (workdir / "config.json").write_text(tiny_test_config().to_json())
+    with pytest.raises(InputError, match="model.ngf=4.*asks for 8.*another --workdir"):
+        training.train(tiny_test_config(**{"model.ngf": 8}), workdir)
+
+
+class _StopAtEpoch(keras.callbacks.Callback):
+    """Simulates a kill at the start of an epoch (after the previous epoch's backup)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+class _RecordStart(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.iterations = {k: int(o.iterations.numpy()) for k, o in self.model.optimizers.items()}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not hasattr(self, "first_epoch"):
+            self.first_epoch = epoch
+
+
+def _interrupted_run(tmp_path, at_epoch):
+    """A 3-epoch run killed at the start of `at_epoch`; returns its config and workdir."""
+    config = tiny_test_config(**{"train.epochs": 3, "train.decay_epochs": 1})
+    workdir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, workdir, extra_callbacks=[_StopAtEpoch(at_epoch)], verbose=0)
+    return config, workdir
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_with_epoch_and_optimizer_state(tmp_path):
+    config, workdir = _interrupted_run(tmp_path, at_epoch=1)
+    assert (workdir / "backup").is_dir() and not (workdir / "done.json").exists()
+    record = _RecordStart()
+    training.train(config, workdir, extra_callbacks=[record], verbose=0)
+    assert record.first_epoch == 1  # epoch 0 is not trained again
+    assert record.iterations == {"g": 3, "f": 3, "d_x": 3, "d_y": 3}  # restored, not restarted
+    assert [r["epoch"] for r in _log(workdir)] == ["0", "1", "2"]
+    model = keras.models.load_model(workdir / "model.keras")
+    assert int(model.d_y_optimizer.iterations.numpy()) == 9
+
+
+@pytest.mark.slow
+def test_kill_while_writing_the_backup_resumes_from_the_previous_one(tmp_path):
+    config, workdir = _interrupted_run(tmp_path, at_epoch=2)
+    weights = next((workdir / "backup").glob("*.weights.h5"))
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a torn write
+    record = _RecordStart()
+    training.train(config, workdir, extra_callbacks=[record], verbose=0)
+    assert record.first_epoch == 1  # the previous backup (after epoch 0) was used
+    assert record.iterations == {"g": 3, "f": 3, "d_x": 3, "d_y": 3}
+
+
+def test_nan_stops_with_a_message_on_how_to_resume(tmp_path):
+    callback = TerminateOnNaN(tmp_path)
+    callback.on_epoch_begin(4)
+    callback.on_batch_end(0, {"g_loss": 1.0})
+    with pytest.raises(TrainingDiverged, match=r"epoch 5, step 8.*backup.*rerun the same command"):
+        callback.on_batch_end(7, {"g_loss": float("nan")})
+
+
+@pytest.mark.slow
+def test_train_command_prints_keras_progress(tmp_path, capsys):
+    rc = cli.main([
+        "train", "--preset", "tiny", "--photos", f"{SAMPLE}/photo", "--styles", f"{SAMPLE}/ghibli",
+        "--workdir", str(tmp_path / "w"), "--epochs", "2", "--steps-per-epoch", "1",
+        "--batch-size", "2", "--image-size", "32", "--xla", "off",
+    ])
+    out = capsys.readouterr().out
+    assert rc == 0 and "Epoch 1/2" in out and "Epoch 2/2" in out
+    assert (tmp_path / "w" / "model.keras").is_file()
+    saved = json.loads((tmp_path / "w" / "config.json").read_text())
+    assert saved["data"]["image_size"] == 32 and saved["data"]["load_size"] == 36
+    assert saved["data"]["heldout_photos"] is None

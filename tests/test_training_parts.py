@@ -1,0 +1,71 @@
+"""Losses, the image pool and the learning-rate schedule."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ghibli_keras import losses
+from ghibli_keras.image_pool import ImagePool
+from ghibli_keras.schedules import LinearDecay
+
+
+def test_losses_per_example():
+    logits = tf.constant(np.full((2, 3, 3, 1), 0.5, np.float32))
+    np.testing.assert_allclose(losses.adversarial(logits, True), [0.25, 0.25])
+    np.testing.assert_allclose(losses.adversarial(logits, False), [0.25, 0.25])
+    bce = losses.adversarial(tf.zeros((2, 3, 3, 1)), True, "bce")
+    np.testing.assert_allclose(bce, [np.log(2)] * 2, rtol=1e-6)
+    d = losses.discriminator(tf.ones((1, 2, 2, 1)), tf.zeros((1, 2, 2, 1)))
+    np.testing.assert_allclose(d, [0.0])
+    a, b = tf.zeros((2, 4, 4, 3)), tf.concat([tf.zeros((1, 4, 4, 3)), tf.ones((1, 4, 4, 3))], 0)
+    np.testing.assert_allclose(losses.l1(a, b), [0.0, 1.0])
+    with pytest.raises(ValueError, match="wgan"):
+        losses.adversarial(logits, True, "wgan")
+
+
+def _images(values):
+    return tf.constant(np.stack([np.full((2, 2, 3), v, np.float32) for v in values]))
+
+
+def _values(batch):
+    return [float(v) for v in batch.numpy().mean(axis=(1, 2, 3))]
+
+
+def test_pool_fills_then_mixes_history():
+    tf.random.set_seed(0)
+    pool = ImagePool(3, (2, 2, 3))
+    assert _values(pool(_images([1, 2]))) == [1, 2]  # filling: returned as given
+    assert _values(pool(_images([3]))) == [3]
+    assert int(pool.count.numpy()) == 3
+    seen_old, seen_new = False, False
+    for step in range(20):
+        new = 10 + step
+        (out,) = _values(pool(_images([new])))
+        seen_new |= out == new
+        seen_old |= out != new
+        stored = sorted(_values(tf.convert_to_tensor(pool.images)))
+        assert len(stored) == 3
+        if out != new:  # a swap: the old image left the pool, the new one entered
+            assert out not in stored and new in stored
+    assert seen_old and seen_new
+
+
+def test_pool_of_size_zero_is_identity():
+    x = _images([1, 2, 3])
+    np.testing.assert_array_equal(ImagePool(0, (2, 2, 3))(x), x)
+
+
+def test_pool_in_a_tf_function():
+    pool = ImagePool(2, (2, 2, 3))
+    f = tf.function(lambda x: pool(x))
+    assert f(_images([1, 2, 3])).shape == (3, 2, 2, 3)
+    assert int(pool.count.numpy()) == 2
+
+
+def test_linear_decay_values_and_config():
+    s = LinearDecay(2e-4, total_steps=200, decay_start=100)
+    values = [float(s(step)) for step in (0, 99, 100, 150, 199, 200, 250)]
+    np.testing.assert_allclose(values, [2e-4, 2e-4, 2e-4, 1e-4, 2e-6, 0.0, 0.0], rtol=1e-5, atol=1e-12)
+    assert LinearDecay.from_config(s.get_config()).get_config() == s.get_config()
+    with pytest.raises(ValueError, match="decay_start"):
+        LinearDecay(1e-3, total_steps=10, decay_start=11)
