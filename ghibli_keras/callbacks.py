@@ -48,12 +48,14 @@ def save_grid(rows: list, titles: list, path, figure_title: str = "") -> None:
 
 def translation_rows(model, photos: np.ndarray, styles: np.ndarray) -> list:
     """Rows x | G(x) | F(G(x)) | y | F(y) | G(F(y)) for float pictures in [-1, 1]."""
+    # Direct calls, not predict(): they run on this process alone, so the chief can draw the
+    # grid under MultiWorkerMirroredStrategy without collectives the other workers never join.
     G, F = model.generator_g, model.generator_f
-    fake_y = G.predict(photos, verbose=0)
-    fake_x = F.predict(styles, verbose=0)
+    fake_y = np.asarray(G(photos, training=False))
+    fake_x = np.asarray(F(styles, training=False))
     columns = [
-        photos, fake_y, F.predict(fake_y, verbose=0),
-        styles, fake_x, G.predict(fake_x, verbose=0),
+        photos, fake_y, np.asarray(F(fake_y, training=False)),
+        styles, fake_x, np.asarray(G(fake_x, training=False)),
     ]
     columns = [to_uint8(c) for c in columns]
     return [[c[i] for c in columns] for i in range(len(photos))]
