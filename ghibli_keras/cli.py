@@ -192,7 +192,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
     from . import demo
 
-    demo.run(sample, args.out)
+    config = demo.demo_config(sample)
+    if args.epochs is not None:  # a shorter run: keep the preset's share of decaying epochs
+        decay = round(config.train.decay_epochs * args.epochs / config.train.epochs)
+        config = config.override(**{"train.epochs": args.epochs, "train.decay_epochs": decay})
+    config = config.override(**{"train.steps_per_epoch": args.steps_per_epoch})
+    demo.run(sample, args.out, config)
     return 0
 
 
@@ -289,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("tfrecords/sample"),
         help="the sample shards (tfrecords/sample)",
     )
+    p.add_argument("--epochs", type=positive_int, help="fewer epochs for a quicker look (8)")
+    p.add_argument("--steps-per-epoch", type=positive_int, help="(100)")
     p.set_defaults(func=cmd_demo)
     return parser
 
