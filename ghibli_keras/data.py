@@ -344,7 +344,7 @@ def check_schema(files: Iterable[str]) -> None:
         try:
             first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-            raise InputError(f"{path}: not a readable TFRecord file ({e.message.splitlines()[0]})")
+            raise InputError(f"{path}: not a readable TFRecord file ({_plain(e.message)})") from None
         if first is None:
             continue  # an empty shard is fine
         try:
@@ -357,6 +357,12 @@ def check_schema(files: Iterable[str]) -> None:
                 f"{path}: records have no 'image' feature (features found: {keys}); expected the "
                 f"Kaggle schema image_name, image (JPEG bytes), target"
             )
+
+
+def _plain(message: str) -> str:
+    """TensorFlow's error text without its graph-node wrapper and op suffix."""
+    first = re.sub(r"\{\{.*?\}\}\s*", "", message.splitlines()[0])
+    return re.sub(r"\s*\[Op:.*$", "", first).strip()
 
 
 def parse_example(serialized: tf.Tensor) -> dict:

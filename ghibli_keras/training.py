@@ -42,10 +42,12 @@ SAMPLE_PICTURES = 4  # rows of the per-epoch grid
 def resolve_workdir_config(config: Config, workdir: Path) -> Config:
     """Writes config.json into a new workdir, or checks that a rerun uses the same config.
 
-    Only `train.epochs` and `train.decay_epochs` may grow on a rerun (to train longer).
+    Only `train.epochs` and `train.decay_epochs` may change on a rerun (to train longer). A
+    workdir whose run never got to train (no backup, log or model yet) takes the new config.
     """
     path = workdir / "config.json"
-    if path.exists():
+    started = any((workdir / name).exists() for name in ("backup", "log.csv", "model.keras"))
+    if path.exists() and started:
         try:
             saved = Config.from_json(path.read_text())
         except (ValueError, TypeError) as e:
@@ -144,8 +146,6 @@ def train(
     strategy = strategies.get(t.strategy)
     multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     chief = strategies.is_chief()
-    if chief:
-        config = resolve_workdir_config(config, workdir)
     strategies.set_precision(t.mixed_precision, strategy)
     jit = strategies.use_xla(t.xla, strategy)
     if t.seed is not None:
@@ -161,6 +161,8 @@ def train(
         validation = data.evaluation_dataset(
             d.heldout_photos, d.styles, batch_size=t.batch_size, image_size=d.image_size
         )
+    if chief:  # after the data was checked: a bad --photos leaves no workdir behind
+        config = resolve_workdir_config(config, workdir)
     with strategy.scope():
         model = build_model(config, steps, jit_compile=jit)
     if multiworker:  # Keras 3.15's fit fails here (keras#20585): our own small loop

@@ -51,8 +51,20 @@ def test_rerun_with_other_settings_is_refused(tmp_path):
     workdir = tmp_path / "w"
     workdir.mkdir()
     (workdir / "config.json").write_text(tiny_test_config().to_json())
+    (workdir / "log.csv").write_text("epoch,g_loss\n0,1.0\n")  # the run had started
     with pytest.raises(InputError, match="model.ngf=4.*asks for 8.*another --workdir"):
         training.train(tiny_test_config(**{"model.ngf": 8}), workdir)
+
+
+def test_bad_shards_leave_no_workdir_and_a_plain_message(tmp_path):
+    bad = tmp_path / "photos00-1.tfrec"
+    bad.write_bytes(b"not a tfrecord file")
+    with pytest.raises(InputError) as info:
+        training.train(tiny_test_config(**{"data.photos": str(bad)}), tmp_path / "w")
+    message = str(info.value)
+    assert "photos00-1.tfrec: not a readable TFRecord file" in message
+    assert "{{" not in message and "[Op:" not in message
+    assert not (tmp_path / "w" / "config.json").exists()
 
 
 class _StopAtEpoch(keras.callbacks.Callback):
