@@ -127,12 +127,13 @@ def train(
     Args:
         config: the full config (see `config.PRESETS`).
         workdir: the run's folder (created if missing). Rerunning with the same workdir resumes.
-        extra_callbacks: more Keras callbacks for `fit`.
+        extra_callbacks: more Keras callbacks for `fit` (not used by the multi-worker loop).
         verbose: passed to `fit` (Keras prints `Epoch N/M` progress lines to stdout); "auto"
             is a live progress bar on a terminal and one line per epoch otherwise (logs, CI).
 
     Returns:
-        `fit`'s History, or None when the workdir's run had already completed.
+        `fit`'s History (under `MultiWorkerMirroredStrategy`, the loop's `LoopHistory`, with the
+        same `.model` and `.history`), or None when the workdir's run had already completed.
     """
     workdir = Path(workdir)
     config = config.validated()
