@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "matplotlib>=3.7,<4",
     "pillow>=10.1,<14",
     "tqdm>=4.64,<5",
+    "tensorflow-serving-api>=2.16,<3",  # the PredictionLog protos of the export's warm-up requests
 ]
 
 EXTRAS_REQUIRE = {

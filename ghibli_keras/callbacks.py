@@ -169,3 +169,69 @@ def plot_losses(csv_path, png_path) -> None:
     with atomic_path(png_path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
+
+
+class GenerationMetrics(keras.callbacks.Callback):
+    """Every `every` epochs: KID of G's translations of `photos` against the real style
+    features (and FID once both sets have `fid_min_images`), written to TensorBoard and to a
+    CSV of its own (Keras's CSVLogger fixes its columns at the first epoch and would drop
+    metrics that appear later).
+
+    Args:
+        photos: float32 `(N, H, W, 3)` in [-1, 1], the held-out photos.
+        real_features: `(M, 2048)` features of the style set.
+        extractor: a `features.FeatureExtractor`; its name goes into every row.
+        csv_path: the CSV (appended to; a header when new): epoch, kid, kid_std, fid, images,
+            network.
+        log_dir: a TensorBoard folder (scalars under `metrics/`), or None.
+        every: epochs between evaluations.
+    """
+
+    COLUMNS = ("epoch", "kid", "kid_std", "fid", "images", "network")
+
+    def __init__(self, photos, real_features, extractor, csv_path, log_dir: Optional[str] = None,
+                 every: int = 1, batch_size: int = 16, fid_min_images: Optional[int] = None):
+        super().__init__()
+        from . import metrics
+
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.photos, self.real = photos, real_features
+        self.extractor, self.csv_path = extractor, Path(csv_path)
+        self.every, self.batch_size = every, batch_size
+        self.fid_min_images = metrics.FID_MIN_IMAGES if fid_min_images is None else fid_min_images
+        self._writer = tf.summary.create_file_writer(str(Path(log_dir) / "metrics")) if log_dir else None
+        self._translate = None
+
+    def evaluate(self) -> dict:
+        from . import features, metrics
+
+        if self._translate is None:
+            self._translate = features.generator_transform(self.model.generator_g)
+        fake = features.extract(self.photos, self.extractor, transform=self._translate,
+                                batch_size=self.batch_size, value_range=(-1.0, 1.0), cache=False)
+        kid = metrics.kid(self.real, fake)
+        row = {"kid": kid.mean, "kid_std": kid.std, "fid": None, "images": len(fake)}
+        if min(len(fake), len(self.real)) >= self.fid_min_images:
+            row["fid"] = metrics.fid(self.real, fake)
+        return row
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every:
+            return
+        row = self.evaluate()
+        new = not self.csv_path.exists()
+        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.csv_path, "a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(self.COLUMNS)
+            writer.writerow([epoch, f"{row['kid']:.6g}", f"{row['kid_std']:.6g}",
+                             "" if row["fid"] is None else f"{row['fid']:.6g}", row["images"],
+                             self.extractor.name])
+        if self._writer is not None:
+            with self._writer.as_default():
+                tf.summary.scalar("kid", row["kid"], step=epoch)
+                if row["fid"] is not None:
+                    tf.summary.scalar("fid", row["fid"], step=epoch)
+            self._writer.flush()

@@ -18,6 +18,15 @@ from . import __version__
 from .errors import InputError
 
 PROG = "ghibli-keras"
+# The defaults of modules that import TensorFlow, repeated so that parsing does not import it
+# (tests check they agree).
+DEFAULT_TILE, DEFAULT_OVERLAP = 1024, 128  # inference.DEFAULT_TILE, DEFAULT_OVERLAP
+DEFAULT_EXPORT_MAX_PIXELS = 4096 * 4096  # export.DEFAULT_MAX_PIXELS
+WEIGHTS_HELP = (
+    "Keras InceptionV3 weights without the top (.h5), or the TTUR FID graph "
+    "classify_image_graph_def.pb for scores comparable with Kaggle and papers (default: "
+    "$GHIBLI_KERAS_INCEPTION_WEIGHTS, else 'imagenet': the Keras cache, downloaded if online)"
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -61,6 +70,13 @@ def check_glob(pattern: str, flag: str) -> None:
         return
     raise InputError(f"{flag} {pattern!r} matches no file: quote the glob, e.g. "
                      f"{flag} 'shards/photo/*.tfrec'")
+
+
+def check_weights(weights: Optional[str]) -> None:
+    """--inception-weights: "imagenet" or an existing file."""
+    if weights and weights != "imagenet" and not Path(weights).is_file():
+        raise InputError(f"--inception-weights {weights!r}: no such file (a Keras InceptionV3 "
+                         f"weights file without the top, or the TTUR classify_image_graph_def.pb)")
 
 
 def _log_to_stderr() -> None:
@@ -167,8 +183,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             "train.strategy": args.strategy,
             "train.mixed_precision": args.mixed_precision,
             "train.xla": args.xla,
+            "train.metrics_every": args.metrics_every,
+            "train.inception_weights": args.inception_weights,
         }
     )
+    check_weights(config.train.inception_weights)
     if not heldout:  # override() skips None values: clear the preset's held-out set here
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, heldout_photos=None))
     _log_to_stderr()
@@ -188,6 +207,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 f"sample shards {str(sample / domain)!r} not found: run from the repository root "
                 f"or pass --sample DIR"
             )
+    check_weights(args.inception_weights)
     _log_to_stderr()
     _quiet_tensorflow()
     from . import demo
@@ -197,7 +217,102 @@ def cmd_demo(args: argparse.Namespace) -> int:
         decay = round(config.train.decay_epochs * args.epochs / config.train.epochs)
         config = config.override(**{"train.epochs": args.epochs, "train.decay_epochs": decay})
     config = config.override(**{"train.steps_per_epoch": args.steps_per_epoch})
-    demo.run(sample, args.out, config)
+    demo.run(sample, args.out, config, inception_weights=args.inception_weights)
+    return 0
+
+
+def cmd_fid(args: argparse.Namespace) -> int:
+    from .images import resolve_files
+
+    for flag, source in (("REAL", args.real), ("FAKE", args.fake)):
+        try:
+            resolve_files(source)
+        except InputError as e:
+            raise InputError(f"{flag}: {e}") from None
+    check_weights(args.inception_weights)
+    _log_to_stderr()
+    _quiet_tensorflow()
+    from . import features, metrics
+
+    extractor = features.inception(args.inception_weights or features.default_weights())
+    cache = False if args.no_cache else True
+    real = features.extract(args.real, extractor, batch_size=args.batch_size, cache=cache,
+                            progress=not args.quiet, description="REAL")
+    fake = features.extract(args.fake, extractor, batch_size=args.batch_size, cache=cache,
+                            progress=not args.quiet, description="FAKE")
+    network = f"[{extractor.name}]"
+    print(f"REAL: {len(real)} images ({args.real}); FAKE: {len(fake)} images ({args.fake})")
+    score = metrics.fid(real, fake)
+    print(f"FID    {score:.4f}  {network}")
+    if args.kid:
+        kid = metrics.kid(real, fake)
+        print(f"KID    {kid.mean:.6f} ± {kid.std:.6f}  {network}")
+    if args.mifid:
+        distance = metrics.memorization_distance(real, fake)
+        print(f"MiFID  {metrics.mifid(real, fake, fid_value=score):.4f}  {network} (memorisation distance "
+              f"{distance:.4f}; below {metrics.MIFID_EPSILON} it divides the FID)")
+    if min(len(real), len(fake)) < metrics.FID_MIN_IMAGES:
+        print(f"note: FID from fewer than {metrics.FID_MIN_IMAGES} images per set is biased "
+              f"upwards; compare it only between sets of the same sizes (KID is unbiased: --kid)")
+    return 0
+
+
+def check_model(text: str) -> Path:
+    """MODEL: a workdir (with model.keras), a .keras file or a SavedModel folder."""
+    path = Path(text)
+    if path.is_file() and path.suffix == ".keras":
+        return path
+    if path.is_dir() and ((path / "model.keras").is_file() or (path / "saved_model.pb").is_file()):
+        return path
+    if not path.exists():
+        raise InputError(f"MODEL {text!r}: no such file or folder")
+    raise InputError(f"MODEL {text!r}: expected a workdir (with model.keras), a .keras file or a "
+                     f"SavedModel folder (with saved_model.pb)")
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from .images import output_paths
+
+    model = check_model(args.model)
+    if args.format not in ("jpg", "png"):
+        raise InputError(f"--format must be jpg or png, got {args.format!r}")
+    if args.tile and not 0 <= args.overlap < args.tile:
+        raise InputError(f"--overlap must be in 0..{args.tile - 1} (below --tile), got {args.overlap}")
+    if args.tile and args.tile < 2 * args.overlap:
+        raise InputError(f"--tile ({args.tile}) must be at least twice --overlap ({args.overlap})")
+    pairs = output_paths(args.inputs, args.out, args.format)
+    _log_to_stderr()
+    _quiet_tensorflow()
+    from . import inference
+
+    translator = inference.Translator.load(model, args.direction)
+    report = inference.translate_files(
+        translator, args.inputs, args.out, fmt=args.format, max_side=args.max_side,
+        tile=args.tile, overlap=args.overlap, progress=not args.quiet,
+    )
+    print(report.summary())
+    print(f"{len(report.written)} of {len(pairs)} picture(s) in {args.out}")
+    return 0 if report.written else 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    model = check_model(args.model)
+    out = Path(args.out)
+    if (out / "saved_model.pb").exists():
+        raise InputError(f"--out {args.out!r} already holds a SavedModel: export into a new "
+                         f"version folder (e.g. models/ghibli/2)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"--out {args.out!r} exists and is not an empty folder")
+    _log_to_stderr()
+    _quiet_tensorflow()
+    from . import export, inference
+
+    translator = inference.Translator.load(model, "photo2style")
+    if translator.generator is None:
+        raise InputError(f"MODEL {args.model!r} is already an export; export a workdir or .keras")
+    export.export(translator.generator, out, source=str(model), max_pixels=args.max_pixels,
+                  jit_compile=args.xla == "on")
+    print(f"SavedModel in {out} (signatures serving_default and translate; see {out / 'README.md'})")
     return 0
 
 
@@ -279,6 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=["auto", "cpu", "gpu", "mirrored", "tpu", "multiworker"])
     p.add_argument("--mixed-precision", choices=["auto", "off", "bf16", "fp16"])
     p.add_argument("--xla", choices=["auto", "on", "off"])
+    p.add_argument("--metrics-every", type=int, metavar="N",
+                   help="KID (and FID) of G(held-out photos) every N epochs, to metrics.csv and "
+                   "TensorBoard (needs Inception weights)")
+    p.add_argument("--inception-weights", metavar="PATH", help=WEIGHTS_HELP)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -296,7 +415,68 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--epochs", type=positive_int, help="fewer epochs for a quicker look (8)")
     p.add_argument("--steps-per-epoch", type=positive_int, help="(100)")
+    p.add_argument("--inception-weights", metavar="PATH",
+                   help="for KID/FID before and after training; " + WEIGHTS_HELP)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "fid",
+        help="FID (and KID, MiFID) between two sets of pictures",
+        description="Score FAKE against REAL with Inception pool-3 features: FID, and with "
+        "--kid / --mifid the Kernel Inception Distance and Kaggle's memorisation-informed FID. "
+        "REAL and FAKE are folders, quoted globs of pictures, or TFRecord shards. Features of "
+        "files are cached (~/.cache/ghibli_keras, or $GHIBLI_KERAS_CACHE).",
+    )
+    p.add_argument("real", metavar="REAL")
+    p.add_argument("fake", metavar="FAKE")
+    p.add_argument("--kid", action="store_true", help="also the Kernel Inception Distance")
+    p.add_argument("--mifid", action="store_true", help="also MiFID (Kaggle gan-getting-started)")
+    p.add_argument("--inception-weights", metavar="PATH", help=WEIGHTS_HELP)
+    p.add_argument("--batch-size", type=positive_int, default=32, help="(32)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_fid)
+
+    p = sub.add_parser(
+        "translate",
+        help="translate pictures of any size with a trained model",
+        description="Translate every picture of INPUT (files or folders, recursively) with "
+        "MODEL (a workdir, a .keras file or an exported SavedModel) into --out, keeping their "
+        "names (and sub-folders) with the --format suffix. Pictures keep their size and EXIF "
+        "orientation; large ones are translated in overlapping, blended tiles. Unreadable files "
+        "are reported and skipped.",
+    )
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("--out", type=output_dir, required=True, help="folder for the translations")
+    p.add_argument("--direction", choices=["photo2style", "style2photo"], default="photo2style",
+                   help="G (photo2style, default) or F (style2photo; needs the whole CycleGAN)")
+    p.add_argument("--max-side", type=positive_int, metavar="N",
+                   help="shrink pictures whose longer side exceeds N first")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE, metavar="N",
+                   help=f"translate pictures with a side over N in NxN tiles ({DEFAULT_TILE}; "
+                   f"0: never)")
+    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, metavar="N",
+                   help=f"pixels shared by neighbouring tiles ({DEFAULT_OVERLAP})")
+    p.add_argument("--format", default="jpg", choices=["jpg", "png"], help="(jpg)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser(
+        "export",
+        help="export the photo->style generator as a SavedModel for TF Serving",
+        description="Write a SavedModel of G into --out (for TF Serving, a numbered version "
+        "folder such as models/ghibli/1) with signatures serving_default (JPEG/PNG bytes in, "
+        "JPEG bytes out) and translate (float images in [-1, 1]), plus generator.keras, TF "
+        "Serving warm-up requests and a README.",
+    )
+    p.add_argument("model", metavar="MODEL", help="a workdir or a .keras file")
+    p.add_argument("--out", required=True, help="the SavedModel folder (new or empty)")
+    p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_EXPORT_MAX_PIXELS,
+                   help=f"refuse larger pictures with INVALID_ARGUMENT ({DEFAULT_EXPORT_MAX_PIXELS})")
+    p.add_argument("--xla", choices=["on", "off"], default="off",
+                   help="compile the network with XLA in the SavedModel (off)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -67,6 +67,8 @@ class TrainConfig:
     xla: str = "auto"  # auto | on | off
     steps_per_execution: int = 1
     seed: Optional[int] = None  # repeatable data order, augmentation and initialisation
+    metrics_every: int = 0  # KID (and FID) of G(held-out photos) every N epochs; 0: never
+    inception_weights: Optional[str] = None  # for those metrics: "imagenet" or a path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +131,7 @@ class Config:
             (t.mixed_precision in PRECISIONS, f"train.mixed_precision must be one of {PRECISIONS}, got {t.mixed_precision!r}"),
             (t.xla in XLA_CHOICES, f"train.xla must be one of {XLA_CHOICES}, got {t.xla!r}"),
             (t.steps_per_execution > 0, f"train.steps_per_execution must be positive, got {t.steps_per_execution}"),
+            (t.metrics_every >= 0, f"train.metrics_every must be >= 0, got {t.metrics_every}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from . import losses
+from .data import finish_jitter
 from .image_pool import ImagePool
 
 DEFAULT_LEARNING_RATE = 2e-4
@@ -179,7 +180,9 @@ class CycleGAN(keras.Model):
         return per_example
 
     def train_step(self, data):
-        x, y = data  # (B, S, S, 3) each, in [-1, 1]; B is this replica's share
+        x, y = data  # (B, S, S, 3) in [-1, 1], or uint8 jitter windows; B: this replica's share
+        x = finish_jitter(x, self.image_size)  # (B, S, S, 3) in [-1, 1]
+        y = finish_jitter(y, self.image_size)
         G, F = self.generator_g, self.generator_f
         # 0 during the reconstruction-only warm-up, then 1.
         adversarial = tf.cast(self.g_optimizer.iterations >= self.warmup_steps, tf.float32)

@@ -42,7 +42,7 @@ DEFAULT_JPEG_QUALITY = 95
 DEFAULT_SHUFFLE_BUFFER = 256  # serialized records (not decoded images) per domain
 
 _COUNT_IN_NAME = re.compile(r"-(\d+)\.tfrec(?:ord)?$")
-_TFRECORD_SUFFIXES = (".tfrec", ".tfrecord", ".tfrecords")
+_TFRECORD_SUFFIXES = images.TFRECORD_SUFFIXES
 
 PathOrGlob = Union[str, os.PathLike]
 Files = Union[PathOrGlob, Sequence[PathOrGlob]]
@@ -424,22 +424,23 @@ def resize_shorter_side(image: tf.Tensor, size: int) -> tf.Tensor:
     return tf.image.resize(image, new_size, method="bilinear")
 
 
-def random_jitter(jpeg: tf.Tensor, seed: tf.Tensor, load_size: int, image_size: int) -> tf.Tensor:
-    """The reference's augmentation, straight from JPEG bytes: resize (shorter side) to
-    `load_size`, random `image_size` crop, random horizontal flip. Stateless: a given `seed`
-    (int `(2,)`) always gives the same result.
+def window_side(image_size: int, load_size: int, shorter_side) -> int:
+    """Side of the source square that becomes an `image_size` crop after the shorter side is
+    resized to `load_size`: `round(image_size * shorter_side / load_size)` (229 for Kaggle's
+    256-pixel pictures and the reference's 286 -> 256)."""
+    return max(int(round(image_size * shorter_side / load_size)), 1)
 
-    Done in the cheapest order that gives the same picture: the crop window is computed in the
-    source picture's coordinates (a square of side `image_size * min(H, W) / load_size`), only
-    that window is decoded (`tf.io.decode_and_crop_jpeg`), flipped while still uint8, and then
-    resized (bilinear) to `image_size`. On a 2-core CPU the decode of the window plus the flip
-    run at about the full-decode rate; the resize costs about as much again.
 
-    Args:
-        jpeg: scalar string, the JPEG bytes.
-        seed: int32/int64 `(2,)`.
+def random_window(jpeg: tf.Tensor, seed: tf.Tensor, load_size: int, image_size: int) -> tf.Tensor:
+    """The reference's random crop and flip, in the source picture's pixels: a random square
+    window of side `window_side(image_size, load_size, min(H, W))`, decoded alone
+    (`tf.io.decode_and_crop_jpeg`) and flipped left-right half of the time, still uint8.
+    Resizing it to `image_size` (`finish_jitter`) gives the reference's picture: resize the
+    shorter side to `load_size`, random `image_size` crop, random flip. Stateless: a given
+    `seed` (int `(2,)`) always gives the same window.
+
     Returns:
-        float32 `(image_size, image_size, 3)` in [-1, 1].
+        uint8 `(side, side, 3)`.
     """
     shape = tf.io.extract_jpeg_shape(jpeg)[:2]  # (H, W) from the header
     shorter = tf.cast(tf.reduce_min(shape), tf.float32)
@@ -448,9 +449,38 @@ def random_jitter(jpeg: tf.Tensor, seed: tf.Tensor, load_size: int, image_size: 
     top = tf.cast(u[0] * tf.cast(shape[0] - side + 1, tf.float32), tf.int32)
     left = tf.cast(u[1] * tf.cast(shape[1] - side + 1, tf.float32), tf.int32)
     crop = tf.io.decode_and_crop_jpeg(jpeg, tf.stack([top, left, side, side]), channels=3)
-    crop = tf.cond(u[2] < 0.5, lambda: tf.reverse(crop, axis=[1]), lambda: crop)  # (s, s, 3)
-    image = tf.image.resize(tf.cast(crop, tf.float32), [image_size, image_size])  # (S, S, 3)
-    return image / 127.5 - 1.0
+    crop = tf.cond(u[2] < 0.5, lambda: tf.reverse(crop, axis=[1]), lambda: crop)
+    return tf.ensure_shape(crop, [None, None, 3])  # (side, side, 3)
+
+
+def finish_jitter(windows: tf.Tensor, image_size: int) -> tf.Tensor:
+    """uint8 windows `(..., w, w, 3)` -> float32 `(..., S, S, 3)` in [-1, 1]: the bilinear
+    resize that completes the jitter. `CycleGAN.train_step` runs it on the accelerator for
+    batches of uint8 windows; float input is returned unchanged."""
+    if windows.dtype != tf.uint8:
+        return windows
+    resized = tf.image.resize(tf.cast(windows, tf.float32), [image_size, image_size])
+    return resized / 127.5 - 1.0
+
+
+def random_jitter(jpeg: tf.Tensor, seed: tf.Tensor, load_size: int, image_size: int) -> tf.Tensor:
+    """`random_window` then `finish_jitter`, all here: float32 `(image_size, image_size, 3)`
+    in [-1, 1]."""
+    return finish_jitter(random_window(jpeg, seed, load_size, image_size), image_size)
+
+
+def _fixed_window(window: tf.Tensor, side: int) -> tf.Tensor:
+    """A uint8 window at `side` pixels: unchanged when it already is (the usual case: shards of
+    one picture size), else resized, so windows from pictures of any size batch together."""
+    resized = lambda: tf.cast(tf.round(tf.image.resize(window, [side, side])), tf.uint8)  # noqa: E731
+    same = tf.logical_and(tf.shape(window)[0] == side, tf.shape(window)[1] == side)
+    return tf.ensure_shape(tf.cond(same, lambda: window, resized), [side, side, 3])
+
+
+def first_picture_side(files: Sequence[str]) -> int:
+    """The shorter side of the first picture of the first shard (read from its JPEG header)."""
+    record = next(iter(tf.data.TFRecordDataset(files[:1]).take(1)))
+    return int(tf.reduce_min(tf.io.extract_jpeg_shape(parse_example(record)["image"])[:2]))
 
 
 def center_square(image: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -467,8 +497,10 @@ def _domain_stream(
     image_size: int,
     shuffle_buffer: int,
     seed: Optional[int],
+    window: Optional[int],
 ) -> tf.data.Dataset:
-    """One domain, shuffled and repeated forever, jittered: float32 (S, S, 3) in [-1, 1]."""
+    """One domain, shuffled and repeated forever, jittered: uint8 `(window, window, 3)` windows
+    for `finish_jitter`, or, with `window=None`, float32 `(S, S, 3)` in [-1, 1]."""
     deterministic = seed is not None
     ds = tf.data.Dataset.from_tensor_slices(files)
     ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
@@ -485,7 +517,10 @@ def _domain_stream(
     ds = tf.data.Dataset.zip((ds, seeds))
 
     def transform(serialized, aug_seed):
-        return random_jitter(parse_example(serialized)["image"], aug_seed, load_size, image_size)
+        jpeg = parse_example(serialized)["image"]
+        if window is None:
+            return random_jitter(jpeg, aug_seed, load_size, image_size)
+        return _fixed_window(random_window(jpeg, aug_seed, load_size, image_size), window)
 
     return ds.map(transform, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
@@ -500,6 +535,7 @@ def training_dataset(
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     seed: Optional[int] = None,
     strategy: Optional[tf.distribute.Strategy] = None,
+    resize_on_device: bool = False,
 ) -> tf.data.Dataset:
     """The unpaired training input: an infinite dataset of `(x, y)` batches.
 
@@ -507,6 +543,15 @@ def training_dataset(
     its own, then jittered (resize the shorter side to `load_size`, random `image_size` crop,
     random horizontal flip) and scaled to [-1, 1]; the two infinite streams are zipped, so a
     small style set is cycled while the photos are read once per epoch, and neither is cut.
+
+    The jitter is done in the cheapest order that gives the same picture: only the source
+    window that becomes the crop is decoded, and flipped while still uint8; the bilinear resize
+    of that window to `image_size` is the one costly step left (on a 2-core CPU it costs more
+    than the JPEG decode). With `resize_on_device=True` the pipeline stops before it and yields
+    the uint8 windows, all at one side per domain (`window_side` of the domain's first picture;
+    windows of pictures of other sizes are resized to it); `CycleGAN.train_step` finishes the
+    jitter on the accelerator (`finish_jitter`), where it is nearly free, and the host only
+    decodes. `train()` does this.
 
     Args:
         photos: shards of domain X (files, globs or folders).
@@ -521,8 +566,11 @@ def training_dataset(
             Pass the returned dataset to `model.fit` (Keras splits each global batch between
             replicas) or to `strategy.experimental_distribute_dataset`.
 
+        resize_on_device: yield uint8 windows for `finish_jitter` (see above).
+
     Returns:
-        `tf.data.Dataset` of `(x, y)`, each float32 `(global_batch_size, S, S, 3)` in [-1, 1].
+        `tf.data.Dataset` of `(x, y)`, each float32 `(global_batch_size, S, S, 3)` in [-1, 1],
+        or with `resize_on_device`, uint8 `(global_batch_size, w, w, 3)` (w per domain).
 
     Example:
     >>> ds = training_dataset("tfrecords/sample/photo", "tfrecords/sample/ghibli", 4,
@@ -553,6 +601,11 @@ def training_dataset(
                 image_size=image_size,
                 shuffle_buffer=shuffle_buffer,
                 seed=None if seed is None else seed + index,  # domains differ, both repeatable
+                window=(
+                    window_side(image_size, load_size, first_picture_side(shards))
+                    if resize_on_device
+                    else None
+                ),
             )
         )
     ds = tf.data.Dataset.zip(tuple(streams))  # both infinite: nothing is truncated

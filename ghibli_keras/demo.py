@@ -7,7 +7,9 @@ Writes to the output folder:
   loss_curves.png    losses per epoch
   translated/        a few held-out photos and their translations, as PNG
   scores.json        held-out PSNR of G(photo) against stylize(photo), beside the identity
-                     baseline PSNR(photo, stylize(photo)), and the gain
+                     baseline PSNR(photo, stylize(photo)), and the gain; with Inception weights,
+                     KID and FID of the held-out photos against the style set before training
+                     (the photos themselves) and after (G(photos))
   workdir/           the training run (model.keras, log.csv, tensorboard/, ...)
 """
 
@@ -16,12 +18,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from . import data, sample, training
 from .callbacks import save_grid, to_uint8
 from .config import Config, get_preset
+from .errors import InputError
 from .files import atomic_path
 
 GRID_PICTURES = 6
@@ -56,7 +60,41 @@ def heldout_score(generator, photos: np.ndarray, batch_size: int = 16) -> dict:
     }
 
 
-def run(sample_dir: Path, out: Path, config: Config = None) -> dict:
+def _significant(value: float, digits: int = 5) -> float:
+    return float(f"{value:.{digits}g}")
+
+
+def generation_scores(generator, photos: np.ndarray, styles, weights=None) -> Optional[dict]:
+    """KID and FID against the style set `styles` of uint8 `photos` before training (the photos
+    themselves) and after (G(photos)), or None, with one printed line saying why, when no
+    Inception weights can be had."""
+    from . import features, metrics
+
+    weights = weights or features.default_weights()
+    try:
+        extractor = features.inception(weights)
+    except InputError as e:
+        print(f"KID/FID skipped: {e}")
+        return None
+    real = features.extract(styles, extractor, description="style features")
+    before = features.extract(photos, extractor, cache=False)
+    after = features.extract(photos, extractor, cache=False,
+                             transform=features.generator_transform(generator))
+    kid_before, kid_after = metrics.kid(real, before), metrics.kid(real, after)
+    return {
+        "network": extractor.name,
+        "kid_before": _significant(kid_before.mean),
+        "kid_after": _significant(kid_after.mean),
+        "kid_std_after": _significant(kid_after.std),
+        "fid_before": _significant(metrics.fid(real, before)),
+        "fid_after": _significant(metrics.fid(real, after)),
+        "note": f"{len(photos)} held-out photos against {len(real)} style pictures: FID from "
+                f"fewer than {metrics.FID_MIN_IMAGES} images is biased upwards (compare before "
+                f"with after only); KID is unbiased",
+    }
+
+
+def run(sample_dir: Path, out: Path, config: Config = None, inception_weights=None) -> dict:
     """Trains (or resumes) the demo run in `out/workdir` and writes its pictures and scores."""
     import keras
 
@@ -88,12 +126,18 @@ def run(sample_dir: Path, out: Path, config: Config = None) -> dict:
     for i in range(TRANSLATED_PICTURES):
         Image.fromarray(photos[i]).save(folder / f"{i:02d}_photo.png")
         Image.fromarray(translated[i]).save(folder / f"{i:02d}_ghibli.png")
-    with atomic_path(out / "scores.json") as tmp:
-        tmp.write_text(json.dumps(score, indent=2))
     print(
         f"held-out score on {score['images']} photos never seen in training: "
         f"PSNR(G(photo), stylize(photo)) = {score['psnr_model_db']:.2f} dB, identity baseline "
         f"{score['psnr_identity_baseline_db']:.2f} dB, gain {score['gain_db']:+.2f} dB"
     )
+    generation = generation_scores(model.generator_g, photos, config.data.styles, inception_weights)
+    if generation:
+        score["generation"] = generation
+        print(f"KID against the style set: {generation['kid_before']:.4g} before training -> "
+              f"{generation['kid_after']:.4g} after; FID {generation['fid_before']:.4g} -> "
+              f"{generation['fid_after']:.4g} [{generation['network']}]")
+    with atomic_path(out / "scores.json") as tmp:
+        tmp.write_text(json.dumps(score, indent=2))
     print(f"pictures: {out / 'before_after.png'}, {out / 'samples.png'}, {out / 'loss_curves.png'}, {folder}/")
     return score

@@ -16,11 +16,12 @@ Example:
 
 from __future__ import annotations
 
+import glob
 import io
 import os
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
@@ -29,6 +30,9 @@ from .errors import InputError
 
 #: File suffixes read when a folder is scanned (lower case).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+#: File suffixes of TFRecord shards.
+TFRECORD_SUFFIXES = (".tfrec", ".tfrecord", ".tfrecords")
 
 #: Default pixel limit (width × height): 100 megapixels.
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -61,6 +65,72 @@ def list_images(folder: Union[str, os.PathLike]) -> list[Path]:
             if not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES):
                 found.append(Path(dirpath) / name)
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def resolve_files(source: Union[str, os.PathLike]) -> tuple[str, list[str]]:
+    """A folder, glob or file -> ("images" | "shards", sorted paths).
+
+    A folder is read for pictures (recursively); if it holds none, for TFRecord shards.
+
+    Raises:
+        InputError: nothing usable matches, or pictures and shards are mixed.
+    """
+    text = os.fspath(source)
+    path = Path(text)
+    if path.is_dir():
+        found = [str(p) for p in list_images(path)]
+        if found:
+            return "images", found
+        shards = sorted(str(p) for p in path.iterdir() if p.name.endswith(TFRECORD_SUFFIXES))
+        if shards:
+            return "shards", shards
+        raise InputError(f"{text!r}: a folder with no pictures and no TFRecord shards")
+    matches = sorted(glob.glob(text)) if not path.is_file() else [text]
+    matches = [m for m in matches if Path(m).is_file()]
+    if not matches:
+        raise InputError(f"{text!r} matches no file (quote globs: 'shards/*.tfrec')")
+    shards = [m for m in matches if m.endswith(TFRECORD_SUFFIXES)]
+    pictures = [m for m in matches if m.lower().endswith(IMAGE_SUFFIXES)]
+    if shards and pictures:
+        raise InputError(f"{text!r} matches both pictures and TFRecord shards; choose one")
+    if shards:
+        return "shards", shards
+    if pictures:
+        return "images", pictures
+    raise InputError(f"{text!r} matches no picture ({', '.join(IMAGE_SUFFIXES)}) and no shard")
+
+
+def output_paths(inputs: Sequence[Union[str, os.PathLike]], out_dir: Path, fmt: str) -> list[tuple[Path, Path]]:
+    """(input picture, output path) pairs. A folder's pictures keep their path relative to it
+    (`photos/a/b.jpg` -> `OUT/a/b.png`), a file its name; the suffix becomes `fmt`.
+
+    Raises:
+        InputError: an input is missing or has no pictures, two inputs would write the same
+            output, or an output would overwrite an input.
+    """
+    pairs = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                raise InputError(f"{item!r}: no pictures in this folder "
+                                 f"({', '.join(IMAGE_SUFFIXES)})")
+            pairs += [(p, out_dir / p.relative_to(path).with_suffix(f".{fmt}")) for p in found]
+        elif path.is_file():
+            pairs.append((path, out_dir / path.with_suffix(f".{fmt}").name))
+        else:
+            raise InputError(f"{item!r}: no such file or folder")
+    seen: dict[Path, Path] = {}
+    inputs_resolved = {p.resolve() for p, _ in pairs}
+    for src, dst in pairs:
+        if dst in seen:
+            raise InputError(f"{src} and {seen[dst]} would both be written to {dst}: "
+                             f"translate them in separate runs or rename one")
+        if dst.resolve() in inputs_resolved:
+            raise InputError(f"{dst} is an input; choose another --out folder")
+        seen[dst] = src
+    return pairs
 
 
 def read_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

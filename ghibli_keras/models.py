@@ -235,3 +235,14 @@ def build_networks(model_config, seed=None) -> dict:
         "discriminator_x": make_d("discriminator_x", seeds[2]),  # D_X: real X vs F(y)
         "discriminator_y": make_d("discriminator_y", seeds[3]),  # D_Y: real Y vs G(x)
     }
+
+
+def size_multiple(generator: keras.Model) -> int:
+    """What a generator's input height and width must be divisible by: 2 to the number of its
+    stride-2 convolutions (4 for the ResNet generators, 256 for the U-Net)."""
+    halvings = sum(
+        1
+        for layer in generator.layers
+        if isinstance(layer, layers.Conv2D) and tuple(layer.strides) == (2, 2)
+    )
+    return 2**halvings

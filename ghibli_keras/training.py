@@ -6,6 +6,7 @@ The workdir holds:
   model.keras      the latest CycleGAN (networks + four optimizers), saved each epoch
   backup/          BackupAndRestore's state, for resuming (deleted when training completes)
   log.csv          per-epoch losses (CSVLogger)
+  metrics.csv      KID/FID of G(held-out photos) every train.metrics_every epochs, if set
   tensorboard/     scalars and sample translations
   samples/         epoch_NNN.png grids and latest.png
   loss_curves.png  at the end
@@ -37,12 +38,14 @@ from .schedules import LinearDecay
 log = logging.getLogger("ghibli_keras")
 
 SAMPLE_PICTURES = 4  # rows of the per-epoch grid
+METRIC_PHOTOS = 1000  # at most this many held-out photos are translated for KID/FID
+RERUN_MAY_CHANGE = ("epochs", "decay_epochs", "metrics_every", "inception_weights")
 
 
 def resolve_workdir_config(config: Config, workdir: Path) -> Config:
     """Writes config.json into a new workdir, or checks that a rerun uses the same config.
 
-    Only `train.epochs` and `train.decay_epochs` may change on a rerun (to train longer). A
+    Only `RERUN_MAY_CHANGE` may differ on a rerun (to train longer, or measure differently). A
     workdir whose run never got to train (no backup, log or model yet) takes the new config.
     """
     path = workdir / "config.json"
@@ -55,7 +58,7 @@ def resolve_workdir_config(config: Config, workdir: Path) -> Config:
         mine, theirs = config.to_dict(), saved.to_dict()
         for section in ("data", "model", "train"):
             for key, value in mine[section].items():
-                if key in ("epochs", "decay_epochs"):
+                if key in RERUN_MAY_CHANGE:
                     continue
                 if theirs[section][key] != value:
                     raise InputError(
@@ -99,6 +102,26 @@ def sample_pictures(config: Config, count: int = SAMPLE_PICTURES):
     y = next(iter(data.evaluation_dataset(d.styles, batch_size=count, image_size=d.image_size)))
     n = min(len(x), len(y))
     return x.numpy()[:n], y.numpy()[:n]
+
+
+def metrics_callback(config: Config, workdir: Path) -> Optional[keras.callbacks.Callback]:
+    """The KID/FID callback when `train.metrics_every` asks for it (needs held-out photos)."""
+    d, t = config.data, config.train
+    if not t.metrics_every:
+        return None
+    if not d.heldout_photos:
+        log.warning("train.metrics_every is set but there are no held-out photos: no KID/FID")
+        return None
+    from . import features
+
+    extractor = features.inception(t.inception_weights or features.default_weights())
+    real = features.extract(d.styles, extractor, progress=False, description="style features")
+    photos = data.load_tfrecords(d.heldout_photos).take(METRIC_PHOTOS)
+    photos = np.stack(list(photos.map(lambda image: data.center_square(image, d.image_size))))
+    return cb.GenerationMetrics(
+        photos, real, extractor, workdir / "metrics.csv", log_dir=str(workdir / "tensorboard"),
+        every=t.metrics_every, batch_size=max(t.batch_size, 8),
+    )
 
 
 def make_callbacks(config: Config, workdir: Path, extra: Sequence = ()) -> list:
@@ -155,13 +178,19 @@ def train(
     dataset = data.training_dataset(
         d.photos, d.styles, t.batch_size,
         image_size=d.image_size, load_size=d.load_size, shuffle_buffer=d.shuffle_buffer,
-        seed=t.seed, strategy=strategy,
+        seed=t.seed, strategy=strategy, resize_on_device=True,
     )
     validation = None
     if d.heldout_photos:
         validation = data.evaluation_dataset(
             d.heldout_photos, d.styles, batch_size=t.batch_size, image_size=d.image_size
         )
+    extra_callbacks = list(extra_callbacks)
+    if multiworker and t.metrics_every:
+        log.warning("train.metrics_every: KID/FID during training is not done under several "
+                    "workers; score the model afterwards with `ghibli-keras fid`")
+    elif t.metrics_every:  # checks the Inception weights before anything is written
+        extra_callbacks = [c for c in [metrics_callback(config, workdir)] if c] + extra_callbacks
     if chief:  # after the data was checked: a bad --photos leaves no workdir behind
         config = resolve_workdir_config(config, workdir)
     with strategy.scope():

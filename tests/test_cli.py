@@ -1,6 +1,7 @@
 """The command line: fast help, one-line errors before TensorFlow, and make-tfrecords."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -20,7 +21,7 @@ def _run(*args, **kwargs):
 def test_help_for_every_subcommand():
     result = _run("--help")
     assert result.returncode == 0 and "make-tfrecords" in result.stdout and "demo" in result.stdout
-    for command in ("make-tfrecords", "demo"):
+    for command in ("make-tfrecords", "train", "demo", "fid", "translate", "export"):
         result = _run(command, "--help")
         assert result.returncode == 0 and "usage: ghibli-keras " + command in result.stdout
 
@@ -70,10 +71,13 @@ def test_make_tfrecords_end_to_end(tmp_path, capsys, rng):
 def test_demo_command_writes_pictures_and_scores(tmp_path):
     """The demo end to end, shortened (the full run is `make demo`)."""
     repo = cli.__file__.rsplit("/ghibli_keras", 1)[0]
+    missing = str(tmp_path / "no_inception.h5")  # no weights: KID/FID skipped, with the reason
     result = _run("demo", "--out", str(tmp_path / "demo"), "--epochs", "2",
-                  "--steps-per-epoch", "3", cwd=repo)
+                  "--steps-per-epoch", "3", cwd=repo,
+                  env={**os.environ, "GHIBLI_KERAS_INCEPTION_WEIGHTS": missing})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "held-out score on 64 photos never seen in training" in result.stdout
+    assert f"KID/FID skipped: --inception-weights {missing!r}: no such file" in result.stdout
     out = tmp_path / "demo"
     for name in ("before_after.png", "samples.png", "loss_curves.png", "scores.json",
                  "translated/00_photo.png", "translated/00_ghibli.png", "workdir/model.keras"):

@@ -40,6 +40,26 @@ def test_one_fit_step_updates_all_four_networks_with_finite_losses():
     assert {k: int(o.iterations.numpy()) for k, o in model.optimizers.items()} == {"g": 1, "f": 1, "d_x": 1, "d_y": 1}
 
 
+def test_train_step_finishes_uint8_jitter_windows_itself():
+    """uint8 windows (what train()'s pipeline yields) train exactly as the float crops that
+    finish_jitter makes of them on the host."""
+    from ghibli_keras.data import finish_jitter
+
+    rng = np.random.default_rng(1)
+    windows = tuple(tf.constant(rng.integers(0, 256, (2, 29, 29, 3)), tf.uint8) for _ in range(2))
+    finished = tuple(finish_jitter(w, SIZE) for w in windows)
+    weights = []
+    for batch in (windows, finished):
+        model = _model(pool_size=0, seed=3, **{  # no pool: nothing random in the step; SGD:
+            name: keras.optimizers.SGD(0.5)  # Adam would magnify rounding in tiny gradients
+            for name in ("g_optimizer", "f_optimizer", "d_x_optimizer", "d_y_optimizer")
+        })
+        model.fit(tf.data.Dataset.from_tensors(batch).repeat(), steps_per_epoch=1, epochs=1, verbose=0)
+        weights.append(model.generator_g.get_weights())
+    for a, b in zip(*weights):  # equal up to rounding (XLA's resize vs TensorFlow's)
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
 def test_joint_generator_loss_gives_g_gradient_from_the_x_cycle():
     """|F(G(x)) - x| must train G too (the keras-io example's split losses do not)."""
     model = _model(lambda_identity=0.0)

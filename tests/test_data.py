@@ -253,6 +253,36 @@ def test_jitter_crops_flips_and_matches_resize_then_crop():
     assert 0 < light_cols < 64 and abs(light_cols - edge(reference)) <= 8
 
 
+def test_resize_on_device_gives_the_same_batches(sample_dir):
+    """The pipeline that stops at uint8 windows (what train() uses) + finish_jitter, as the
+    train step runs it, equals the pipeline that does it all on the host."""
+    def batches(on_device):
+        ds = data.training_dataset(f"{sample_dir}/photo", f"{sample_dir}/ghibli", 4,
+                                   image_size=64, load_size=72, seed=5, resize_on_device=on_device)
+        return [pair for pair in ds.take(3)]
+
+    for (wx, wy), (x, y) in zip(batches(True), batches(False)):
+        side = data.window_side(64, 72, 128)  # the sample pictures are 128 px
+        assert wx.dtype == tf.uint8 and wx.shape == (4, side, side, 3) == wy.shape
+        np.testing.assert_allclose(data.finish_jitter(wx, 64).numpy(), x.numpy(), atol=1e-5)
+        np.testing.assert_allclose(data.finish_jitter(wy, 64).numpy(), y.numpy(), atol=1e-5)
+    assert data.finish_jitter(x, 64) is x  # float input passes through
+
+
+def test_windows_of_mixed_picture_sizes_batch_together(tmp_path):
+    with data.ShardWriter(tmp_path / "mixed", "photo", shard_size=8) as writer:
+        for i, size in enumerate([40, 80, 40, 60]):
+            jpeg = data.encode_jpeg(np.full((size, size + 8, 3), 50 * i, np.uint8))
+            writer.write(data.make_example(f"p{i}", jpeg, "photo"))
+    styles = _constant_shards(tmp_path / "s", "style", [20, 200], size=24)
+    ds = data.training_dataset(str(tmp_path / "mixed"), styles, 4, image_size=32,
+                               load_size=36, seed=0, resize_on_device=True)
+    x, y = next(iter(ds))
+    side_x, side_y = data.window_side(32, 36, 40), data.window_side(32, 36, 24)  # first pictures
+    assert x.shape == (4, side_x, side_x, 3) and y.shape == (4, side_y, side_y, 3)
+    assert sorted(np.unique(x.numpy().mean(axis=(1, 2, 3)).round())) == [0, 50, 100, 150]
+
+
 def test_each_replica_gets_its_share_under_mirrored_strategy(sample_dir):
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     kwargs = dict(image_size=32, load_size=40, seed=1)

@@ -1,0 +1,86 @@
+"""Translation speed: the Keras generator and the exported SavedModel, XLA off and on.
+
+    python benchmarks/inference.py [--quick] [--preset paper] [--seconds 20]
+
+For 256×256 and 1024×1024 pictures (batch chosen as `translate` does: as many as fit in
+`inference.BATCH_PIXELS`), prints images/s of
+  - the Keras generator (`inference.Translator`, as `ghibli-keras translate` runs it),
+  - the SavedModel's `translate` signature (float in, float out) and `serving_default`
+    (JPEG bytes in and out, one request of the same batch), loaded with `tf.saved_model.load`,
+with XLA off and on, and the achieved GFLOP/s of the network's forward pass (analytic count).
+The generator is randomly initialised: speed does not depend on the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from ghibli_keras import export, inference, models  # noqa: E402
+from ghibli_keras.config import get_preset  # noqa: E402
+from train_step import conv_flops  # noqa: E402
+
+
+def images_per_second(fn, batch, seconds: float) -> float:
+    fn(batch)  # trace / compile
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or n == 0:
+        fn(batch)
+        n += len(batch)
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny preset, 256 only, 3 s each")
+    parser.add_argument("--preset", default="paper")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    preset = "tiny" if args.quick else args.preset
+    sizes = (256,) if args.quick else (256, 1024)
+    seconds = 3.0 if args.quick else args.seconds
+    generator = models.build_networks(get_preset(preset).model, seed=0)["generator_g"]
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; TensorFlow {tf.__version__}")
+    print(f"{preset} preset generator ({generator.count_params():,} parameters)")
+    print(f"{'size':>9} {'batch':>5} {'xla':>4}  {'keras img/s':>11} {'translate':>10} "
+          f"{'serving':>8}  {'GFLOP/img':>9} {'keras GFLOP/s':>13}")
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in sizes:
+            batch_size = max(1, inference.BATCH_PIXELS // (size * size))
+            pixels = rng.integers(0, 256, (batch_size, size, size, 3)).astype(np.uint8)
+            floats = pixels.astype(np.float32) / 127.5 - 1.0
+            jpegs = tf.constant([tf.io.encode_jpeg(p, quality=95).numpy() for p in pixels])
+            flops = conv_flops(generator, size)
+            for xla in (False, True):
+                keras_fn = inference.Translator(
+                    tf.function(lambda x: generator(x, training=False), jit_compile=xla),
+                    models.size_multiple(generator), "keras")
+                keras_rate = images_per_second(keras_fn, floats, seconds)
+                folder = Path(tmp) / f"{size}-{xla}"
+                export.export(generator, folder, jit_compile=xla)
+                loaded = tf.saved_model.load(str(folder))
+                translate = loaded.signatures["translate"]
+                serving = loaded.signatures["serving_default"]
+                floats_t = tf.constant(floats)
+                saved_rate = images_per_second(lambda b: translate(images=floats_t), floats, seconds)
+                serving_rate = images_per_second(lambda b: serving(image_bytes=jpegs), floats, seconds)
+                print(f"{size:4d}x{size:<4d} {batch_size:5d} {'on' if xla else 'off':>4}  "
+                      f"{keras_rate:11.2f} {saved_rate:10.2f} {serving_rate:8.2f}  "
+                      f"{flops / 1e9:9.1f} {keras_rate * flops / 1e9:13.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

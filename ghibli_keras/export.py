@@ -1,0 +1,175 @@
+"""SavedModel export for TF Serving (`ghibli-keras export MODEL --out DIR`).
+
+The SavedModel, written with `keras.export.ExportArchive` straight into DIR, has two signatures:
+
+  serving_default  image_bytes: string (N,) of JPEG/PNG bytes  ->  image_bytes: string (N,),
+                   JPEG (quality 95) of the same size as each input. TF Serving's REST API
+                   takes inputs as {"b64": ...} and returns outputs named *_bytes base64-encoded.
+                   Sizes the network cannot take are reflect-padded at the bottom and right and
+                   cropped back; malformed bytes and pictures over `max_pixels` are refused with
+                   INVALID_ARGUMENT.
+  translate        images: float32 (N, H, W, 3) in [-1, 1]  ->  float32 (N, H, W, 3), any H, W.
+
+Beside it: `generator.keras` (the generator as a Keras file), TF Serving warm-up requests in
+`assets.extra/tf_serving_warmup_requests`, and a README with `saved_model_cli` and REST
+examples. For TF Serving, export into a numbered version folder: `models/ghibli/1`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .errors import InputError
+from .inference import pad_run_crop
+
+JPEG_QUALITY = 95
+DEFAULT_MAX_PIXELS = 4096 * 4096
+WARMUP_SIZES = ((256, 256), (512, 768))  # (H, W) of the warm-up pictures
+WARMUP_FILE = "tf_serving_warmup_requests"
+
+
+def _header_pixels(data: tf.Tensor) -> tf.Tensor:
+    """Width × height from a JPEG's or PNG's header, before any pixel is decoded (int64); 0
+    for other formats, which are checked after decoding."""
+    is_png = tf.strings.substr(data, 0, 8) == b"\x89PNG\r\n\x1a\n"
+    is_jpeg = tf.strings.substr(data, 0, 2) == b"\xff\xd8"
+
+    def png():
+        size = tf.io.decode_raw(tf.strings.substr(data, 16, 8), tf.int32, little_endian=False)
+        return tf.cast(size[0], tf.int64) * tf.cast(size[1], tf.int64)
+
+    def jpeg():
+        shape = tf.cast(tf.io.extract_jpeg_shape(data), tf.int64)
+        return shape[0] * shape[1]
+
+    return tf.case([(is_png, png), (is_jpeg, jpeg)], default=lambda: tf.constant(0, tf.int64))
+
+
+def make_endpoints(generator: keras.Model, max_pixels: int = DEFAULT_MAX_PIXELS,
+                   jit_compile: bool = False):
+    """The two endpoint functions (`translate`, `serve`) for `generator`; with `jit_compile`
+    the network runs XLA-compiled (the flag is saved: TF Serving compiles it too)."""
+    from .models import size_multiple
+
+    multiple = size_multiple(generator)
+    network = tf.function(lambda x: generator(x, training=False), jit_compile=jit_compile)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
+    def translate(images):  # (N, H, W, 3) in [-1, 1]
+        return pad_run_crop(network, images, multiple)
+
+    def one(data):  # scalar string -> scalar string
+        pixels = _header_pixels(data)
+        check = tf.debugging.assert_less_equal(
+            pixels, tf.constant(max_pixels, tf.int64),
+            message=f"picture has more pixels than the limit of {max_pixels}")
+        with tf.control_dependencies([check]):
+            image = tf.io.decode_image(data, channels=3, expand_animations=False)  # (H, W, 3)
+        shape = tf.shape(image, out_type=tf.int64)
+        check = tf.debugging.assert_less_equal(
+            shape[0] * shape[1], tf.constant(max_pixels, tf.int64),
+            message=f"picture has more pixels than the limit of {max_pixels}")
+        with tf.control_dependencies([check]):
+            x = tf.cast(image, tf.float32)[None] / 127.5 - 1.0  # (1, H, W, 3)
+        y = translate(x)[0]
+        y = tf.cast(tf.round((tf.clip_by_value(y, -1.0, 1.0) + 1.0) * 127.5), tf.uint8)
+        return tf.io.encode_jpeg(y, quality=JPEG_QUALITY)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serve(image_bytes):
+        out = tf.map_fn(one, image_bytes, fn_output_signature=tf.string)
+        return {"image_bytes": out}
+
+    return translate, serve
+
+
+def _warmup_records(model_name: str = "ghibli") -> list[bytes]:
+    """Serialized `PredictionLog`s calling serving_default once per size in `WARMUP_SIZES`."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    records = []
+    for h, w in WARMUP_SIZES:
+        ramp = np.linspace(0, 255, h * w * 3).reshape(h, w, 3).astype(np.uint8)
+        jpeg = tf.io.encode_jpeg(ramp, quality=JPEG_QUALITY).numpy()
+        request = predict_pb2.PredictRequest(
+            model_spec=model_pb2.ModelSpec(name=model_name, signature_name="serving_default"),
+        )
+        request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([jpeg], dtype=tf.string))
+        log = prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=request))
+        records.append(log.SerializeToString())
+    return records
+
+
+README_TEMPLATE = """\
+# {name}: a ghibli-keras generator for TF Serving
+
+Exported from {source}. Signatures:
+
+- `serving_default`: `image_bytes` (string, shape (-1)) — JPEG or PNG bytes — to `image_bytes`
+  (string, shape (-1)) — JPEG bytes (quality {quality}) of the same size. At most {max_pixels:,}
+  pixels a picture; malformed bytes and larger pictures give INVALID_ARGUMENT.
+- `translate`: `images` float32 (-1, -1, -1, 3) in [-1, 1] to float32 of the same shape.
+
+Inspect:
+
+    saved_model_cli show --dir {dir} --all
+
+Serve (the model base path holds numbered versions, e.g. models/ghibli/1 = this folder):
+
+    tensorflow_model_server --rest_api_port=8501 --model_name=ghibli \\
+        --model_base_path=/absolute/path/to/models/ghibli
+
+Call it over REST:
+
+    echo '{{"instances": [{{"b64": "'"$(base64 -w0 photo.jpg)"'"}}]}}' > request.json
+    curl -s -X POST http://localhost:8501/v1/models/ghibli:predict -d @request.json \\
+        | python3 -c 'import base64, json, sys; r = json.load(sys.stdin); \\
+    open("ghibli.jpg", "wb").write(base64.b64decode(r["predictions"][0]["b64"]))'
+
+`generator.keras` is the same generator for `keras.models.load_model`.
+"""
+
+
+def export(generator: keras.Model, out_dir, *, source: str = "",
+           max_pixels: int = DEFAULT_MAX_PIXELS, jit_compile: bool = False) -> Path:
+    """Writes the SavedModel of `generator` into `out_dir` (which must not hold one yet):
+    written into a temporary folder beside it, then renamed, so `out_dir` is complete or absent.
+    """
+    out_dir = Path(out_dir)
+    if (out_dir / "saved_model.pb").exists():
+        raise InputError(f"{out_dir} already holds a SavedModel: export into a new version "
+                         f"folder (e.g. models/ghibli/2) or delete it first")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise InputError(f"{out_dir} is not empty: export into a new or empty folder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".tmp-{os.getpid()}-{out_dir.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        translate, serve = make_endpoints(generator, max_pixels, jit_compile)
+        archive = keras.export.ExportArchive()
+        archive.track(generator)
+        archive.add_endpoint("serving_default", serve)
+        archive.add_endpoint("translate", translate)
+        archive.write_out(str(tmp), verbose=False)
+        generator.save(tmp / "generator.keras")
+        extra = tmp / "assets.extra"
+        extra.mkdir(exist_ok=True)
+        with tf.io.TFRecordWriter(str(extra / WARMUP_FILE)) as writer:
+            for record in _warmup_records():
+                writer.write(record)
+        (tmp / "README.md").write_text(README_TEMPLATE.format(
+            name=generator.name, source=source or "a ghibli-keras model", quality=JPEG_QUALITY,
+            max_pixels=max_pixels, dir=out_dir))
+        if out_dir.exists():
+            out_dir.rmdir()  # empty, checked above
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

@@ -1,0 +1,290 @@
+"""Translating pictures of any size with a trained generator, in tiles when they are large.
+
+A `Translator` wraps a generator from a workdir, a `.keras` file (a whole CycleGAN or one
+generator) or an exported SavedModel. `translate_image` pads a picture to the size the
+network takes (reflection at the bottom and right), translates it, crops it back; a picture
+with a side over `tile` is cut into overlapping tiles whose translations are blended with a
+smooth window, so no seams show. `translate_files` is the `ghibli-keras translate` command.
+
+Example:
+>>> translator = Translator.load("workdirs/tiny")              # doctest: +SKIP
+>>> styled = translate_image(translator, read_image("a.jpg"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from . import images
+from .errors import InputError
+from .files import atomic_path
+
+log = logging.getLogger(__name__)
+
+DIRECTIONS = ("photo2style", "style2photo")
+DEFAULT_TILE = 1024  # pictures with a side above this are translated in tiles
+DEFAULT_OVERLAP = 128  # pixels shared by neighbouring tiles
+BATCH_PIXELS = 4 * 256 * 256  # images per forward pass: as many as fit in this many pixels
+MAX_PENDING = 64  # pictures held back waiting for others of their size
+_MIN_WEIGHT = 1e-3
+IMAGES_SPEC = tf.TensorSpec([None, None, None, 3], tf.float32)  # the blending window's value at a tile's very edge (never zero)
+
+
+# --------------------------------------------------------------------------------------------
+# Padding to what the network takes
+
+
+def reflect_indices(length: int, padded: int) -> np.ndarray:
+    """Indices `0..length-1` extended to `padded` by mirroring at the end (any amount:
+    `0 1 2 3 2 1 0 1 ...`); a single pixel repeats."""
+    if length == 1:
+        return np.zeros(padded, np.int64)
+    period = 2 * (length - 1)
+    i = np.arange(padded) % period
+    return np.where(i < length, i, period - i)
+
+
+def tf_reflect_indices(length: tf.Tensor, padded: tf.Tensor) -> tf.Tensor:
+    """`reflect_indices` in TensorFlow, for graphs whose sizes are only known at run time."""
+    period = tf.maximum(2 * (length - 1), 1)
+    i = tf.range(padded) % period
+    return tf.where(i < length, i, period - i)
+
+
+def pad_run_crop(fn: Callable, images_: tf.Tensor, multiple: int) -> tf.Tensor:
+    """`fn` on float `(B, H, W, 3)` of any H, W: reflect-padded at the bottom and right to
+    multiples of `multiple`, then cropped back to `(B, H, W, 3)`. Graph-friendly."""
+    h, w = tf.shape(images_)[1], tf.shape(images_)[2]
+    ph, pw = (h + multiple - 1) // multiple * multiple, (w + multiple - 1) // multiple * multiple
+    padded = tf.gather(images_, tf_reflect_indices(h, ph), axis=1)
+    padded = tf.gather(padded, tf_reflect_indices(w, pw), axis=2)
+    return fn(padded)[:, :h, :w, :]
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+
+
+@dataclass
+class Translator:
+    """A generator ready to translate: `fn` maps float32 `(B, H, W, 3)` in [-1, 1] with H, W
+    multiples of `multiple` to the same; `name` says where it came from."""
+
+    fn: Callable
+    multiple: int
+    name: str
+    generator: Optional[keras.Model] = field(default=None, repr=False)
+    owner: object = field(default=None, repr=False)  # keeps a loaded SavedModel's variables alive
+
+    @classmethod
+    def load(cls, model: os.PathLike, direction: str = "photo2style", jit_compile: bool = False) -> "Translator":
+        """From a workdir (its `model.keras`), a `.keras` file (a CycleGAN, or one generator,
+        e.g. the `generator.keras` of an export) or a SavedModel folder written by `export`.
+
+        Raises:
+            InputError: no such model, a direction the model does not have, or a file Keras
+                cannot read.
+        """
+        from . import cyclegan  # noqa: F401  (registers the classes for load_model)
+        from .models import size_multiple
+
+        if direction not in DIRECTIONS:
+            raise InputError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        path = Path(model)
+        if path.is_dir() and (path / "saved_model.pb").is_file():
+            if direction != "photo2style":
+                raise InputError(f"{path} is an export of G (photo2style) only; use the workdir "
+                                 f"or its model.keras for {direction}")
+            loaded = tf.saved_model.load(str(path))
+            if not hasattr(loaded, "translate"):
+                raise InputError(f"{path}: a SavedModel without the 'translate' endpoint of "
+                                 f"`ghibli-keras export`")
+            return cls(loaded.translate, 1, f"SavedModel {path}", owner=loaded)
+        if path.is_dir():
+            path = path / "model.keras"
+            if not path.is_file():
+                raise InputError(f"{model}: neither a workdir with model.keras nor a SavedModel")
+        if not path.is_file():
+            raise InputError(f"{model}: no such file or folder")
+        try:
+            loaded = keras.models.load_model(path, compile=False)
+        except Exception as e:  # Keras raises ValueError, OSError, zipfile errors...
+            raise InputError(f"{path}: not a model Keras can load ({str(e).splitlines()[0]})") from None
+        if hasattr(loaded, "generator_g"):
+            generator = loaded.generator_g if direction == "photo2style" else loaded.generator_f
+        elif direction == "photo2style":
+            generator = loaded
+        else:
+            raise InputError(f"{path} holds one generator; {direction} needs the whole CycleGAN "
+                             f"(the workdir or its model.keras)")
+        fn = tf.function(lambda x: generator(x, training=False), jit_compile=jit_compile,
+                         input_signature=[IMAGES_SPEC])  # one trace for every size
+        return cls(fn, size_multiple(generator), f"{generator.name} of {path}", generator)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """float32 `(B, H, W, 3)` in [-1, 1], any H, W -> the same, translated."""
+        return pad_run_crop(self.fn, tf.constant(batch, tf.float32), self.multiple).numpy()
+
+
+# --------------------------------------------------------------------------------------------
+# One picture, in tiles when large
+
+
+def to_unit(image: np.ndarray) -> np.ndarray:
+    return image.astype(np.float32) / 127.5 - 1.0
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    return np.uint8(np.clip(np.rint((image + 1.0) * 127.5), 0, 255))
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of side `tile` covering `length`, neighbours sharing at least
+    `overlap` pixels; the last tile ends at the edge."""
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    count = math.ceil((length - tile) / step) + 1
+    return [min(i * step, length - tile) for i in range(count)]
+
+
+def blend_window(size: int, overlap: int) -> np.ndarray:
+    """1-D weights: a raised-cosine ramp over `overlap` pixels at each end, 1 in between."""
+    weights = np.ones(size, np.float32)
+    if overlap > 0:
+        ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(overlap) + 0.5) / overlap)
+        weights[:overlap] = np.maximum(ramp, _MIN_WEIGHT)
+        weights[-overlap:] = np.maximum(ramp[::-1], _MIN_WEIGHT)
+    return weights
+
+
+def translate_image(translator: Translator, image: np.ndarray, tile: Optional[int] = DEFAULT_TILE,
+                    overlap: int = DEFAULT_OVERLAP) -> np.ndarray:
+    """uint8 `(H, W, 3)` -> uint8 `(H, W, 3)`. Pictures with a side over `tile` (None or 0:
+    never) are translated in `tile`×`tile` tiles overlapping by `overlap` pixels, blended
+    with `blend_window` (weighted average, so every pixel's weights sum to one)."""
+    h, w = image.shape[:2]
+    if not tile or max(h, w) <= tile:
+        return to_uint8(translator(to_unit(image)[None])[0])
+    if not 0 <= overlap < tile:
+        raise InputError(f"--overlap must be in 0..tile-1 ({tile - 1}), got {overlap}")
+    total = np.zeros((h, w, 3), np.float32)
+    weight = np.zeros((h, w, 1), np.float32)
+    x = to_unit(image)
+    for top in tile_starts(h, tile, overlap):
+        for left in tile_starts(w, tile, overlap):
+            piece = x[top:top + tile, left:left + tile]
+            out = translator(piece[None])[0]
+            th, tw = piece.shape[:2]
+            win = blend_window(th, overlap if h > tile else 0)[:, None] * \
+                blend_window(tw, overlap if w > tile else 0)[None, :]
+            total[top:top + th, left:left + tw] += out * win[..., None]
+            weight[top:top + th, left:left + tw] += win[..., None]
+    return to_uint8(total / weight)
+
+
+# --------------------------------------------------------------------------------------------
+# Files: the `translate` command
+
+
+@dataclass
+class TranslateReport:
+    written: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)  # (path, reason)
+
+    def summary(self) -> str:
+        lines = [f"translated {len(self.written)} picture(s)"]
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} unreadable:")
+            lines += [f"  {path}: {reason}" for path, reason in self.skipped]
+        return "\n".join(lines)
+
+
+def _max_side(image: np.ndarray, max_side: Optional[int]) -> np.ndarray:
+    h, w = image.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return image
+    from PIL import Image
+
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
+
+
+def _save(image: np.ndarray, path: Path, fmt: str) -> None:
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        if fmt == "jpg":
+            Image.fromarray(image).save(tmp, format="JPEG", quality=95)
+        else:
+            Image.fromarray(image).save(tmp, format="PNG")
+
+
+def translate_files(
+    translator: Translator,
+    inputs: Sequence[str],
+    out_dir,
+    *,
+    fmt: str = "jpg",
+    max_side: Optional[int] = None,
+    tile: Optional[int] = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    progress: bool = True,
+) -> TranslateReport:
+    """Translates every picture of `inputs` (files or folders) into `out_dir`.
+
+    Pictures are read with EXIF orientation applied, optionally shrunk to `max_side`, and
+    translated at their own size; pictures of the same size go through the network together
+    (up to `BATCH_PIXELS` pixels a batch), large ones in tiles. Unreadable files are reported
+    and skipped. Each output is written atomically; `out_dir` gets only translated pictures.
+    """
+    from tqdm.auto import tqdm
+
+    if fmt not in ("jpg", "png"):
+        raise InputError(f"--format must be jpg or png, got {fmt!r}")
+    out_dir = Path(out_dir)
+    pairs = images.output_paths(inputs, out_dir, fmt)
+    report = TranslateReport()
+    pending: dict[tuple, list] = {}  # (H, W) -> [(picture, output path)]
+
+    def flush(key):
+        group = pending.pop(key)
+        batch = np.stack([to_unit(p) for p, _ in group])
+        outputs = translator(batch)
+        for (_, dst), out in zip(group, outputs):
+            _save(to_uint8(out), dst, fmt)
+            report.written.append(dst)
+
+    with tqdm(total=len(pairs), desc="translating", unit="img", disable=not progress) as bar:
+        for src, dst in pairs:
+            try:
+                picture = _max_side(images.read_image(src), max_side)
+            except images.ImageReadError as e:
+                report.skipped.append((src, e.reason))
+                bar.update(1)
+                continue
+            h, w = picture.shape[:2]
+            if tile and max(h, w) > tile:
+                _save(translate_image(translator, picture, tile, overlap), dst, fmt)
+                report.written.append(dst)
+            else:
+                pending.setdefault((h, w), []).append((picture, dst))
+                if len(pending[(h, w)]) >= max(1, BATCH_PIXELS // (h * w)):
+                    flush((h, w))
+                elif sum(map(len, pending.values())) > MAX_PENDING:  # many sizes: bound memory
+                    for key in list(pending):
+                        flush(key)
+            bar.update(1)
+        for key in list(pending):
+            flush(key)
+    return report

@@ -1,0 +1,240 @@
+"""Inception features: shapes, value ranges, sources, the cache, the TTUR graph, offline use."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from conftest import SAMPLE, smooth_image
+from ghibli_keras import data, features, images
+from ghibli_keras.errors import InputError
+
+
+def assert_same(a, b):
+    """Equal up to float32 rounding, relative to the features' scale (random-initialised
+    InceptionV3 gives features of about 1e-4, so absolute tolerances would say nothing)."""
+    assert np.abs(a - b).max() <= 1e-3 * np.abs(b).max()
+
+
+def assert_different(a, b):
+    assert np.abs(a - b).mean() >= 0.02 * np.abs(b).mean()
+
+
+@pytest.fixture(scope="module")
+def random_extractor():
+    keras.utils.set_random_seed(0)
+    return features.inception(weights=None)
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    """A local weights file (random initialisation), as users pass with --inception-weights."""
+    keras.utils.set_random_seed(1)
+    path = tmp_path_factory.mktemp("inception") / "inception_random.weights.h5"
+    features._keras_inception(None).save_weights(path)
+    return path
+
+
+def test_shape_and_value_ranges(random_extractor, rng):
+    pictures = np.stack([smooth_image(rng, 80, 96) for _ in range(3)])  # uint8 (3, 80, 96, 3)
+    from_uint8 = features.extract(pictures, random_extractor, batch_size=2)
+    from_unit = features.extract(pictures / 127.5 - 1.0, random_extractor)  # [-1, 1]
+    from_zero_one = features.extract(pictures / 255.0, random_extractor)  # [0, 1]
+    assert from_uint8.shape == (3, features.FEATURE_DIM) and from_uint8.dtype == np.float32
+    assert_same(from_unit, from_uint8)
+    assert_same(from_zero_one, from_uint8)
+    assert_different(from_uint8[0], from_uint8[1])  # different pictures, different rows
+    assert_different(features.extract(255 - pictures, random_extractor), from_uint8)
+
+
+def test_shards_folder(random_extractor):
+    real = features.extract(os.path.join(SAMPLE, "photo_test"), random_extractor, batch_size=32,
+                            cache=False)
+    assert real.shape == (64, features.FEATURE_DIM) and np.all(np.isfinite(real))
+
+
+def test_generator_translations(random_extractor, rng):
+    pictures = np.stack([smooth_image(rng, 60, 72) for _ in range(3)])  # not multiples of 4
+    real = features.extract(pictures, random_extractor)
+    identity = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Identity()])
+    same = features.extract(pictures, random_extractor,
+                            transform=features.generator_transform(identity))
+    assert_same(same, real)
+    negative = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Lambda(lambda x: -x)])
+    changed = features.extract(pictures, random_extractor,
+                               transform=features.generator_transform(negative))
+    assert_different(changed, real)
+
+
+def test_cache_hit_then_invalidated_by_a_changed_file(weights_file, tmp_path, rng, monkeypatch):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(smooth_image(rng, 64, 64)).save(folder / f"{i}.png")
+    extractor = features.inception(str(weights_file))
+    assert extractor.key and "weights inception_random.weights.h5" in extractor.name
+    calls = []
+    original = extractor._fn
+    monkeypatch.setattr(extractor, "_fn", lambda x: calls.append(len(x)) or original(x))
+    cache = tmp_path / "cache"
+
+    first = features.extract(folder, extractor, cache=cache)
+    assert calls == [3] and len(list((cache / "features").glob("*.npy"))) == 1
+    second = features.extract(folder, extractor, cache=cache)
+    assert calls == [3]  # served from the cache
+    np.testing.assert_array_equal(first, second)
+
+    Image.fromarray(smooth_image(rng, 64, 64)).save(folder / "1.png")  # new content, same name
+    third = features.extract(folder, extractor, cache=cache)
+    assert calls == [3, 3]
+    np.testing.assert_array_equal(third[0], first[0])
+    assert_different(third[1], first[1])
+
+
+def test_ttur_graph_is_fed_at_expand_dims_and_read_at_pool_3(tmp_path, rng):
+    """A GraphDef with the TTUR graph's interface: images in [0, 255] at ExpandDims:0, resized
+    and scaled inside, features at pool_3:0 of shape (N, 1, 1, 2048)."""
+    projection = rng.normal(size=(3, features.FEATURE_DIM)).astype(np.float32)
+    graph = tf.Graph()
+    with graph.as_default():
+        decoded = tf.compat.v1.placeholder(tf.float32, [None, None, 3], name="Cast")
+        x = tf.expand_dims(decoded, 0, name="ExpandDims")
+        x = tf.compat.v1.image.resize_bilinear(x, [299, 299], name="ResizeBilinear")
+        x = (x - 128.0) / 128.0
+        pooled = tf.reduce_mean(x, axis=[1, 2])  # (N, 3)
+        tf.reshape(tf.matmul(pooled, projection), [-1, 1, 1, features.FEATURE_DIM], name="pool_3")
+    path = tmp_path / features.TTUR_GRAPH_FILE
+    path.write_bytes(graph.as_graph_def().SerializeToString())
+
+    extractor = features.inception(str(path))
+    assert "TTUR" in extractor.name
+    pictures = np.stack([smooth_image(rng, 256, 256), smooth_image(rng, 256, 256)[::-1]])
+    got = features.extract(pictures, extractor, cache=False)
+    with tf.compat.v1.Session(graph=graph) as session:  # Kaggle's way: one raw picture at a time
+        expected = np.concatenate([
+            session.run("pool_3:0", {"ExpandDims:0": p[None].astype(np.float32)}) for p in pictures
+        ]).reshape(2, -1)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+    bad = tmp_path / "other.pb"
+    bad.write_bytes(tf.Graph().as_graph_def().SerializeToString())
+    with pytest.raises(InputError, match="ExpandDims, pool_3"):
+        features.inception(str(bad))
+
+
+def test_offline_and_bad_weights_messages(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+
+    def offline(*args, **kwargs):  # what keras.utils.get_file raises without a network
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- "
+                        "[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(keras.src.applications.inception_v3.file_utils, "get_file", offline)
+    available, why = features.weights_available("imagenet")
+    assert not available and "--inception-weights" in why
+    with pytest.raises(InputError, match="URL fetch failure.*--inception-weights PATH"):
+        features.inception("imagenet")
+    with pytest.raises(InputError, match="no such file"):
+        features.inception(str(tmp_path / "missing.h5"))
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"not weights")
+    with pytest.raises(InputError, match="not InceptionV3 weights"):
+        features.inception(str(junk))
+
+
+def test_source_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no pictures and no TFRecord"):
+        images.resolve_files(tmp_path / "empty")
+    with pytest.raises(InputError, match="matches no file"):
+        images.resolve_files(str(tmp_path / "*.png"))
+    kind, files = images.resolve_files(os.path.join(SAMPLE, "ghibli", "*.tfrec"))
+    assert kind == "shards" and files
+
+
+# --------------------------------------------------------------------------------------------
+# Where the features are used: the fid command, the training callback, the demo
+
+
+def _run_cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "ghibli_keras", *args], capture_output=True,
+                          text=True)
+
+
+def test_fid_command(tmp_path, weights_file, rng):
+    for name, shift in (("real", 0), ("fake", 60)):
+        (tmp_path / name).mkdir()
+        for i in range(6):
+            picture = np.clip(smooth_image(rng, 48, 48).astype(int) + shift, 0, 255)
+            Image.fromarray(picture.astype(np.uint8)).save(tmp_path / name / f"{i}.png")
+    result = _run_cli("fid", str(tmp_path / "real"), str(tmp_path / "fake"), "--kid", "--mifid",
+                      "--inception-weights", str(weights_file), "--quiet", "--no-cache")
+    assert result.returncode == 0, result.stderr[-2000:]
+    network = "[keras.applications InceptionV3, weights inception_random.weights.h5]"
+    lines = result.stdout.splitlines()
+    assert "REAL: 6 images" in lines[0] and "FAKE: 6 images" in lines[0]
+    for label in ("FID", "KID", "MiFID"):
+        line = next(l for l in lines if l.startswith(label + " "))
+        assert line.endswith(network) or network + " (memorisation" in line, line
+    assert "biased upwards" in result.stdout
+
+
+def test_fid_command_input_errors_are_instant(tmp_path):
+    code = ("import sys, ghibli_keras_cli; rc = ghibli_keras_cli.main(sys.argv[1:]); "
+            "assert 'tensorflow' not in sys.modules; sys.exit(rc)")
+    import subprocess
+    import sys
+
+    (tmp_path / "empty").mkdir()
+    for args, message in [
+        ([str(tmp_path / "nope"), str(tmp_path / "empty")], "REAL: '"),
+        ([os.path.join(SAMPLE, "ghibli"), str(tmp_path / "empty")], "FAKE: '"),
+        ([os.path.join(SAMPLE, "ghibli"), os.path.join(SAMPLE, "photo"), "--inception-weights",
+          str(tmp_path / "w.h5")], "--inception-weights"),
+    ]:
+        result = subprocess.run([sys.executable, "-c", code, "fid", *args], capture_output=True,
+                                text=True)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_generation_metrics_callback(trained_workdir, weights_file, tmp_path):
+    from ghibli_keras import callbacks
+
+    model = keras.models.load_model(trained_workdir / "model.keras", compile=False)
+    photos = np.stack(list(data.load_tfrecords(os.path.join(SAMPLE, "photo_test")).take(6)))
+    extractor = features.inception(str(weights_file))
+    real = features.extract(photos[::-1].copy(), extractor)
+    callback = callbacks.GenerationMetrics(photos / 127.5 - 1.0, real, extractor,
+                                           tmp_path / "metrics.csv", log_dir=str(tmp_path / "tb"),
+                                           every=2, fid_min_images=6)
+    callback.set_model(model)
+    for epoch in range(4):
+        callback.on_epoch_end(epoch)
+    import csv
+
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["epoch", "kid", "kid_std", "fid", "images", "network"]
+    assert [r[0] for r in rows[1:]] == ["1", "3"]
+    epoch, kid, kid_std, fid, images, network = rows[1]
+    assert float(kid) != 0 and float(fid) > 0 and images == "6" and "InceptionV3" in network
+    assert list((tmp_path / "tb" / "metrics").glob("events.out.tfevents.*"))
+
+
+def test_demo_generation_scores(trained_workdir, weights_file):
+    from ghibli_keras import demo
+
+    model = keras.models.load_model(trained_workdir / "model.keras", compile=False)
+    photos = np.stack(list(data.load_tfrecords(os.path.join(SAMPLE, "photo_test")).take(8)))
+    styles = np.stack(list(data.load_tfrecords(os.path.join(SAMPLE, "ghibli")).take(8)))
+    scores = demo.generation_scores(model.generator_g, photos, styles, str(weights_file))
+    assert scores["network"].startswith("keras.applications InceptionV3")
+    assert scores["kid_before"] != scores["kid_after"] and scores["fid_before"] > 0
+    assert demo.generation_scores(model.generator_g, photos, styles, "/missing.h5") is None

@@ -1,0 +1,207 @@
+"""Translation at any size (padding, tiles, batching, files) and the SavedModel export."""
+
+import base64
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from conftest import smooth_image
+from ghibli_keras import cli, export, images, inference
+from ghibli_keras.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def translator(trained_workdir):
+    return inference.Translator.load(trained_workdir)
+
+
+@pytest.fixture(scope="module")
+def exported(trained_workdir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models") / "ghibli" / "1"
+    assert cli.main(["export", str(trained_workdir), "--out", str(out)]) == 0
+    return out
+
+
+def _jpeg(pixels, quality=95):
+    return tf.io.encode_jpeg(pixels, quality=quality).numpy()
+
+
+# ------------------------------------------------------------------------------ any size
+
+
+def test_cli_defaults_match_the_modules():
+    assert (cli.DEFAULT_TILE, cli.DEFAULT_OVERLAP) == (inference.DEFAULT_TILE, inference.DEFAULT_OVERLAP)
+    assert cli.DEFAULT_EXPORT_MAX_PIXELS == export.DEFAULT_MAX_PIXELS
+
+
+def test_reflect_indices_any_amount():
+    assert list(inference.reflect_indices(4, 11)) == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3, 2]
+    assert list(inference.reflect_indices(1, 3)) == [0, 0, 0]
+    got = inference.tf_reflect_indices(tf.constant(4), tf.constant(11)).numpy()
+    assert list(got) == list(inference.reflect_indices(4, 11))
+
+
+def test_odd_sizes_come_back_at_their_size(translator, rng):
+    picture = smooth_image(rng, 57, 83)  # not multiples of 4
+    out = inference.translate_image(translator, picture)
+    assert out.shape == (57, 83, 3) and out.dtype == np.uint8
+    # The crop is of the translation of the padded picture: the same pixels as translating a
+    # picture that is already a multiple of 4 and holds the same top-left content.
+    padded = picture[inference.reflect_indices(57, 60)][:, inference.reflect_indices(83, 84)]
+    full = inference.to_uint8(translator.fn(inference.to_unit(padded)[None]).numpy()[0])
+    np.testing.assert_array_equal(out, full[:57, :83])
+
+
+def test_tiles_match_the_whole_picture_without_seams(translator, rng):
+    picture = smooth_image(rng, 180, 260)
+    whole = inference.translate_image(translator, picture, tile=None).astype(float)
+    tiled = inference.translate_image(translator, picture, tile=96, overlap=32).astype(float)
+    assert tiled.shape == whole.shape
+    difference = np.abs(tiled - whole)
+    assert difference.mean() < 2.0, difference.mean()  # levels of 255
+    # No seam: along every tile border the tiled picture is no rougher than the whole one.
+    rough = lambda img: np.abs(np.diff(img, axis=1)).mean(axis=(0, 2))  # noqa: E731
+    assert rough(tiled).max() <= rough(whole).max() + 4.0
+    blocky = inference.translate_image(translator, picture, tile=96, overlap=0).astype(float)
+    assert np.abs(blocky - whole).mean() >= difference.mean()  # blending helps
+
+
+def test_translate_command_mirrors_names_skips_bad_files(trained_workdir, tmp_path, rng):
+    src = tmp_path / "photos"
+    (src / "trip").mkdir(parents=True)
+    Image.fromarray(smooth_image(rng, 40, 60)).save(src / "a.png")
+    Image.fromarray(smooth_image(rng, 40, 60)).save(src / "trip" / "b.jpg")
+    Image.fromarray(smooth_image(rng, 33, 21)).save(src / "trip" / "c.webp")
+    (src / "trip" / "broken.jpg").write_bytes(b"not a picture")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees to display
+    Image.fromarray(smooth_image(rng, 20, 44)).save(src / "rotated.jpg", exif=exif.tobytes())
+    out = tmp_path / "out"
+    rc = cli.main(["translate", str(trained_workdir), str(src), "--out", str(out), "--quiet"])
+    assert rc == 0
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == ["a.jpg", "rotated.jpg", "trip/b.jpg", "trip/c.jpg"]
+    assert Image.open(out / "rotated.jpg").size == (20, 44)  # (W, H) after the EXIF rotation
+    assert Image.open(out / "trip" / "c.jpg").size == (21, 33)
+    assert (src / "trip" / "b.jpg").is_file()  # inputs untouched
+
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    (only_bad / "x.png").write_bytes(b"nope")
+    assert cli.main(["translate", str(trained_workdir), str(only_bad), "--out",
+                     str(tmp_path / "out2"), "--quiet"]) == 1
+
+
+def test_translate_refuses_to_overwrite_inputs(trained_workdir, tmp_path, rng, capsys):
+    Image.fromarray(smooth_image(rng, 16, 16)).save(tmp_path / "a.jpg")
+    rc = cli.main(["translate", str(trained_workdir), str(tmp_path), "--out", str(tmp_path)])
+    assert rc == 2 and "is an input" in capsys.readouterr().err
+    with pytest.raises(InputError, match="would both be written"):
+        (tmp_path / "d").mkdir()
+        Image.fromarray(smooth_image(rng, 16, 16)).save(tmp_path / "d" / "a.png")
+        images.output_paths([tmp_path / "a.jpg", tmp_path / "d" / "a.png"], tmp_path / "o", "jpg")
+
+
+def test_translator_sources_and_directions(trained_workdir, exported, rng):
+    picture = inference.to_unit(smooth_image(rng, 32, 32))[None]
+    from_workdir = inference.Translator.load(trained_workdir)
+    from_keras = inference.Translator.load(trained_workdir / "model.keras", "style2photo")
+    from_generator = inference.Translator.load(exported / "generator.keras")
+    from_export = inference.Translator.load(exported)
+    np.testing.assert_allclose(from_generator(picture), from_workdir(picture), atol=1e-5)
+    np.testing.assert_allclose(from_export(picture), from_workdir(picture), atol=1e-5)
+    assert not np.allclose(from_keras(picture), from_workdir(picture), atol=1e-3)  # F, not G
+    with pytest.raises(InputError, match="photo2style"):
+        inference.Translator.load(exported, "style2photo")
+    with pytest.raises(InputError, match="no such file"):
+        inference.Translator.load(trained_workdir / "nope.keras")
+
+
+# ------------------------------------------------------------------------------ export
+
+
+def test_saved_model_in_a_fresh_process(exported):
+    """Both signatures from `tf.saved_model.load` in a new Python, sizes 257x383 included."""
+    code = f"""
+import numpy as np, tensorflow as tf
+m = tf.saved_model.load({str(exported)!r})
+pixels = np.random.default_rng(0).integers(0, 256, (257, 383, 3)).astype(np.uint8)
+out = m.signatures["serving_default"](image_bytes=tf.constant([tf.io.encode_png(pixels).numpy()]))
+image = tf.io.decode_jpeg(out["image_bytes"][0]).numpy()
+floats = m.signatures["translate"](images=tf.zeros([2, 30, 50, 3]))
+print(image.shape, list(out), list(floats), floats[list(floats)[0]].shape)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "(257, 383, 3) ['image_bytes']" in result.stdout and "(2, 30, 50, 3)" in result.stdout
+
+
+def test_saved_model_cli_lists_the_signatures(exported):
+    cli_path = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
+    result = subprocess.run([*cli_path, "show", "--dir", str(exported), "--all"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = result.stdout
+    serving = text[text.index("signature_def['serving_default']"):]
+    assert "inputs['image_bytes'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1)" in serving
+    assert "outputs['image_bytes'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1)" in serving
+    translate = text[text.index("signature_def['translate']"):]
+    assert "dtype: DT_FLOAT\n        shape: (-1, -1, -1, 3)" in translate
+
+
+def _rest_predict(signature, body: str) -> str:
+    """What TF Serving's REST API does with a `predict` body of `instances` whose values are
+    {"b64": ...}: decode, run the signature, base64 the `*_bytes` outputs."""
+    request = json.loads(body)
+    batch = [base64.b64decode(instance["b64"]) for instance in request["instances"]]
+    out = signature(image_bytes=tf.constant(batch))["image_bytes"].numpy()
+    return json.dumps({"predictions": [{"b64": base64.b64encode(b).decode()} for b in out]})
+
+
+def test_rest_request_gives_the_keras_pixels(exported, translator, rng):
+    pixels = smooth_image(rng, 64, 96)
+    body = json.dumps({"instances": [{"b64": base64.b64encode(_jpeg(pixels, 100)).decode()}]})
+    loaded = tf.saved_model.load(str(exported))
+    answer = json.loads(_rest_predict(loaded.signatures["serving_default"], body))
+    served = tf.io.decode_jpeg(base64.b64decode(answer["predictions"][0]["b64"])).numpy()
+    decoded = tf.io.decode_jpeg(_jpeg(pixels, 100)).numpy()  # what the server saw
+    expected = inference.translate_image(translator, decoded)
+    assert served.shape == expected.shape
+    assert np.abs(served.astype(float) - expected).mean() < 2.0  # JPEG quality 95
+
+
+def test_bad_bytes_and_too_many_pixels_are_invalid_argument(exported, trained_workdir, tmp_path):
+    loaded = tf.saved_model.load(str(exported))
+    serve = loaded.signatures["serving_default"]
+    for junk in (b"not a picture", b"\xff\xd8\xff\xe0 truncated", b""):
+        with pytest.raises(tf.errors.InvalidArgumentError):
+            serve(image_bytes=tf.constant([junk]))
+    generator = keras.models.load_model(trained_workdir / "model.keras", compile=False).generator_g
+    small = export.export(generator, tmp_path / "small", max_pixels=1000)
+    serve_small = tf.saved_model.load(str(small)).signatures["serving_default"]
+    big = np.zeros((40, 40, 3), np.uint8)  # 1600 pixels
+    for data in (_jpeg(big), tf.io.encode_png(big).numpy()):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="more pixels than the limit"):
+            serve_small(image_bytes=tf.constant([data]))
+    serve_small(image_bytes=tf.constant([_jpeg(big[:20])]))  # 800 pixels pass
+
+
+def test_export_folder_contents_and_refusals(exported, trained_workdir, capsys):
+    for name in ("saved_model.pb", "generator.keras", "README.md",
+                 "assets.extra/tf_serving_warmup_requests"):
+        assert (exported / name).is_file(), name
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    records = list(tf.data.TFRecordDataset(str(exported / "assets.extra" / export.WARMUP_FILE)))
+    assert len(records) == len(export.WARMUP_SIZES)
+    log = prediction_log_pb2.PredictionLog.FromString(records[0].numpy())
+    assert log.predict_log.request.model_spec.signature_name == "serving_default"
+    assert "saved_model_cli show --dir" in (exported / "README.md").read_text()
+    assert cli.main(["export", str(trained_workdir), "--out", str(exported)]) == 2
+    assert "already holds a SavedModel" in capsys.readouterr().err
