@@ -25,7 +25,17 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     # scikit-image is needed only to rebuild tfrecords/sample/ (its four source photos ship with it).
     "sample": ["scikit-image>=0.22,<1"],
-    "test": ["pytest>=7.4,<10", "pytest-timeout>=2.2,<3", "scikit-image>=0.22,<1"],
+    "test": [
+        "pytest>=7.4,<10",
+        "pytest-timeout>=2.2,<3",
+        "scikit-image>=0.22,<1",
+        # the Kaggle kernel: notebook <-> script, running the notebook, the API's presence
+        "jupytext>=1.16,<2",
+        "nbformat>=5.9,<6",
+        "nbclient>=0.10,<1",
+        "ipykernel>=6.29,<8",
+        "kaggle>=1.6,<3",
+    ],
     "kaggle": ["kaggle>=1.6,<3"],
     "ui": ["streamlit>=1.30,<2"],
     "gpu": ["tensorflow[and-cuda]>=2.16,<3"],

@@ -316,6 +316,55 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_submission(args: argparse.Namespace) -> int:
+    from . import submission
+    from .images import resolve_files
+
+    low, high = submission.default_bounds(args.min_images, args.max_images)
+    if args.check:
+        if args.model or args.photos:
+            raise InputError("--check ZIP validates an existing zip: give no MODEL or --photos")
+        count = submission.check_zip(args.check, min_images=low, max_images=high, size=args.size)
+        print(f"{args.check}: a valid submission of {count} {args.size}x{args.size} JPEGs")
+        return 0
+    if not args.model or not args.photos:
+        raise InputError("give MODEL and --photos GLOB (or --check ZIP)")
+    model = check_model(args.model)
+    try:
+        resolve_files(args.photos)
+    except InputError as e:
+        raise InputError(f"--photos: {e}") from None
+    if not args.out.endswith(".zip"):
+        raise InputError(f"--out must name a .zip file, got {args.out!r}")
+    _log_to_stderr()
+    _quiet_tensorflow()
+    from . import inference
+
+    translator = inference.Translator.load(model, "photo2style")
+    count = submission.write_submission(translator, args.photos, args.out, size=args.size,
+                                        min_images=low, max_images=high,
+                                        progress=not args.quiet)
+    print(f"{args.out}: {count} {args.size}x{args.size} JPEGs, checked")
+    return 0
+
+
+def cmd_kaggle(args: argparse.Namespace) -> int:
+    # ghibli_keras.kaggle imports no TensorFlow; GHIBLI_KERAS_CLI keeps the package's own
+    # heavy imports out too.
+    from . import kaggle
+
+    if args.action == "build":
+        out = kaggle.build(args.out, user=args.username, accelerator=args.accelerator,
+                           internet=args.internet, wheel=not args.no_wheel)
+        print(f"kernel: {out / 'kernel'}  wheel dataset: {out / 'wheel'}\n"
+              f"next: ghibli-keras kaggle push {out}")
+    elif args.action == "push":
+        kaggle.push(args.dir)
+    else:
+        kaggle.submit(args.zip, args.message)
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # Parser
 
@@ -477,6 +526,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--xla", choices=["on", "off"], default="off",
                    help="compile the network with XLA in the SavedModel (off)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "submission",
+        help="write (or check) the Kaggle competition's images.zip",
+        description="Translate every photo of --photos (TFRecord shards or pictures) with "
+        "MODEL to a 256x256 JPEG in --out, then validate it as Kaggle does (7,000-10,000 "
+        "images, 256x256 RGB JPEG, unique names); an invalid zip is not left in place. "
+        "`submission --check images.zip` validates an existing zip.",
+    )
+    p.add_argument("model", nargs="?", metavar="MODEL",
+                   help="a workdir, a .keras file or an exported SavedModel")
+    p.add_argument("--photos", metavar="GLOB", help="photo shards or pictures (quote globs)")
+    p.add_argument("--out", default="images.zip", help="(images.zip)")
+    p.add_argument("--size", type=positive_int, default=256, help="(256)")
+    p.add_argument("--check", metavar="ZIP", help="only validate ZIP")
+    p.add_argument("--min-images", type=positive_int, help="(7000, Kaggle's rule)")
+    p.add_argument("--max-images", type=positive_int, help="(10000, Kaggle's rule)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_submission)
+
+    p = sub.add_parser(
+        "kaggle",
+        help="build, push and submit the Kaggle kernel",
+        description="Build the Kaggle kernel folder (notebook + metadata) and the package wheel "
+        "as a dataset folder; push both with the Kaggle API; or submit an images.zip.",
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    actions.required = True
+    a = actions.add_parser("build", help="write DIR/kernel and DIR/wheel (no credentials needed)")
+    a.add_argument("--out", type=output_dir, required=True, metavar="DIR")
+    a.add_argument("--username", help="your Kaggle user name (default: $KAGGLE_USERNAME)")
+    a.add_argument("--accelerator", choices=["gpu", "tpu", "none"], default="gpu", help="(gpu)")
+    a.add_argument("--internet", action="store_true", help="let the kernel reach the internet")
+    a.add_argument("--no-wheel", action="store_true", help="metadata only, no wheel build")
+    a = actions.add_parser("push", help="upload DIR/wheel as a dataset and push DIR/kernel")
+    a.add_argument("dir", type=existing_dir, metavar="DIR")
+    a = actions.add_parser("submit", help="submit images.zip to gan-getting-started")
+    a.add_argument("zip", metavar="ZIP")
+    a.add_argument("-m", "--message", required=True)
+    p.set_defaults(func=cmd_kaggle)
     return parser
 
 

@@ -144,6 +144,7 @@ def train(
     *,
     extra_callbacks: Sequence = (),
     verbose="auto",
+    strategy: Optional[tf.distribute.Strategy] = None,
 ) -> Optional[keras.callbacks.History]:
     """Trains (or resumes) the run of `config` in `workdir`.
 
@@ -153,6 +154,8 @@ def train(
         extra_callbacks: more Keras callbacks for `fit` (not used by the multi-worker loop).
         verbose: passed to `fit` (Keras prints `Epoch N/M` progress lines to stdout); "auto"
             is a live progress bar on a terminal and one line per epoch otherwise (logs, CI).
+        strategy: a `tf.distribute` strategy already made (e.g. by `strategy.auto()`); by
+            default the one `train.strategy` names.
 
     Returns:
         `fit`'s History (under `MultiWorkerMirroredStrategy`, the loop's `LoopHistory`, with the
@@ -167,7 +170,7 @@ def train(
         log.info("%s already finished (%s epochs); nothing to do", workdir, done.get("epochs"))
         return None
     d, t = config.data, config.train
-    strategy = strategies.get(t.strategy)
+    strategy = strategy or strategies.get(t.strategy)
     multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     chief = strategies.is_chief()
     strategies.set_precision(t.mixed_precision, strategy)

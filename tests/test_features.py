@@ -238,3 +238,30 @@ def test_demo_generation_scores(trained_workdir, weights_file):
     assert scores["network"].startswith("keras.applications InceptionV3")
     assert scores["kid_before"] != scores["kid_after"] and scores["fid_before"] > 0
     assert demo.generation_scores(model.generator_g, photos, styles, "/missing.h5") is None
+
+
+@pytest.mark.slow
+def test_training_logs_kid_every_epoch(weights_file, tmp_path):
+    import csv
+
+    from conftest import tiny_test_config
+    from ghibli_keras import training
+
+    config = tiny_test_config(**{"train.metrics_every": 1,
+                                 "train.inception_weights": str(weights_file)})
+    training.train(config, tmp_path / "run", verbose=0)
+    with open(tmp_path / "run" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert all(float(r["kid"]) != 0 and r["fid"] == "" and r["images"] == "64" for r in rows)
+
+
+def test_training_checks_the_inception_weights_before_writing(tmp_path):
+    from conftest import tiny_test_config
+    from ghibli_keras import training
+
+    config = tiny_test_config(**{"train.metrics_every": 1,
+                                 "train.inception_weights": str(tmp_path / "missing.h5")})
+    with pytest.raises(InputError, match="no such file"):
+        training.train(config, tmp_path / "run", verbose=0)
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,174 @@
+"""The Kaggle kernel: build its folder, push it, submit a zip (`ghibli-keras kaggle ...`).
+
+`build` writes two folders Kaggle's API uploads as they are:
+  DIR/kernel/   kernel-metadata.json + ghibli_cyclegan.ipynb (from kaggle_kernel/)
+  DIR/wheel/    dataset-metadata.json + the ghibli_keras wheel, a dataset the kernel installs
+                from (Kaggle kernels often run without internet)
+Building needs no credentials; pushing and submitting do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+from .errors import InputError
+
+COMPETITION = "gan-getting-started"
+KERNEL_SLUG = "ghibli-cyclegan"
+KERNEL_TITLE = "Ghibli CycleGAN"
+WHEEL_SLUG = "ghibli-keras-wheel"
+WHEEL_TITLE = "ghibli-keras wheel"
+PLACEHOLDER_USER = "your-kaggle-username"
+NOTEBOOK = "ghibli_cyclegan.ipynb"
+ACCELERATORS = ("gpu", "tpu", "none")
+REPO = Path(__file__).resolve().parents[1]
+KERNEL_SOURCE = REPO / "kaggle_kernel"
+
+
+def username(explicit: Optional[str] = None) -> tuple[str, bool]:
+    """(the Kaggle user for ids, whether it is the placeholder): the flag, else
+    $KAGGLE_USERNAME, else `PLACEHOLDER_USER`."""
+    name = explicit or os.environ.get("KAGGLE_USERNAME")
+    return (name, False) if name else (PLACEHOLDER_USER, True)
+
+
+def kernel_metadata(user: str, accelerator: str = "gpu", internet: bool = False) -> dict:
+    """kernel-metadata.json: every field of Kaggle's kernel metadata, with its type."""
+    if accelerator not in ACCELERATORS:
+        raise InputError(f"--accelerator must be one of {ACCELERATORS}, got {accelerator!r}")
+    return {
+        "id": f"{user}/{KERNEL_SLUG}",
+        "title": KERNEL_TITLE,
+        "code_file": NOTEBOOK,
+        "language": "python",
+        "kernel_type": "notebook",
+        "is_private": True,
+        "enable_gpu": accelerator == "gpu",
+        "enable_tpu": accelerator == "tpu",
+        "enable_internet": internet,
+        "dataset_sources": [f"{user}/{WHEEL_SLUG}"],
+        "competition_sources": [COMPETITION],
+        "kernel_sources": [],
+        "model_sources": [],
+    }
+
+
+def dataset_metadata(user: str) -> dict:
+    return {"title": WHEEL_TITLE, "id": f"{user}/{WHEEL_SLUG}", "licenses": [{"name": "apache-2.0"}]}
+
+
+def build_wheel(out_dir: Path) -> Path:
+    """`pip wheel` of this package (no dependencies) into `out_dir`."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out_dir), str(REPO)],
+        capture_output=True, text=True,
+    )
+    wheels = sorted(out_dir.glob("ghibli_keras-*.whl"))
+    if result.returncode or not wheels:
+        raise InputError(f"building the wheel failed: {result.stderr.strip()[-500:]}")
+    return wheels[-1]
+
+
+def build(out, *, user: Optional[str] = None, accelerator: str = "gpu", internet: bool = False,
+          wheel: bool = True) -> Path:
+    """Writes DIR/kernel and DIR/wheel (see the module docstring); returns DIR."""
+    out = Path(out)
+    name, placeholder = username(user)
+    if placeholder:
+        print(f"warning: no --username and no KAGGLE_USERNAME: the ids say {PLACEHOLDER_USER!r}; "
+              f"edit {out / 'kernel' / 'kernel-metadata.json'} and "
+              f"{out / 'wheel' / 'dataset-metadata.json'} before pushing", file=sys.stderr)
+    notebook = KERNEL_SOURCE / NOTEBOOK
+    if not notebook.is_file():
+        raise InputError(f"{notebook} is missing: build from a checkout of the repository")
+    kernel = out / "kernel"
+    kernel.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(notebook, kernel / NOTEBOOK)
+    (kernel / "kernel-metadata.json").write_text(
+        json.dumps(kernel_metadata(name, accelerator, internet), indent=2) + "\n")
+    wheel_dir = out / "wheel"
+    wheel_dir.mkdir(parents=True, exist_ok=True)
+    (wheel_dir / "dataset-metadata.json").write_text(json.dumps(dataset_metadata(name), indent=2) + "\n")
+    if wheel:
+        for old in wheel_dir.glob("ghibli_keras-*.whl"):
+            old.unlink()
+        build_wheel(wheel_dir)
+    return out
+
+
+def api():
+    """An authenticated `KaggleApi`, or InputError saying how to give credentials."""
+    quiet = io.StringIO()
+    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+        try:
+            from kaggle.api.kaggle_api_extended import KaggleApi
+        except ImportError:
+            raise InputError("the Kaggle API is not installed: pip install 'ghibli-keras[kaggle]'") from None
+        client = KaggleApi()
+        try:
+            client.authenticate()
+        except (SystemExit, Exception):
+            raise InputError(
+                "no Kaggle credentials: create an API token at https://www.kaggle.com/settings/api "
+                "and save it as ~/.kaggle/kaggle.json (or set KAGGLE_USERNAME and KAGGLE_KEY, or "
+                "KAGGLE_API_TOKEN)") from None
+    return client
+
+
+def push(folder, client=None) -> None:
+    """Uploads DIR/wheel as a dataset (a new version if it exists) and pushes DIR/kernel."""
+    folder = Path(folder)
+    kernel, wheel = folder / "kernel", folder / "wheel"
+    if not (kernel / "kernel-metadata.json").is_file():
+        raise InputError(f"{kernel / 'kernel-metadata.json'} not found: run `ghibli-keras kaggle "
+                         f"build --out {folder}` first")
+    metadata = json.loads((kernel / "kernel-metadata.json").read_text())
+    if metadata["id"].startswith(PLACEHOLDER_USER + "/"):
+        raise InputError(f"{kernel / 'kernel-metadata.json'} still has the placeholder id "
+                         f"{metadata['id']!r}: rebuild with --username or KAGGLE_USERNAME")
+    client = client or api()
+    if (wheel / "dataset-metadata.json").is_file():
+        dataset_id = json.loads((wheel / "dataset-metadata.json").read_text())["id"]
+        try:
+            client.dataset_status(dataset_id)
+            exists = True
+        except Exception:  # the API raises an HTTP error for an unknown dataset
+            exists = False
+        if exists:
+            client.dataset_create_version(str(wheel), version_notes="ghibli-keras update", quiet=True)
+        else:
+            client.dataset_create_new(str(wheel), public=False, quiet=True)
+    response = client.kernels_push(str(kernel))
+    print(f"pushed {metadata['id']}: {getattr(response, 'url', '') or response}")
+
+
+NOTEBOOK_ROUTE = (
+    "This competition takes submissions from notebooks: push the kernel (`ghibli-keras kaggle "
+    "push DIR`), let it run on Kaggle, then on the kernel's page choose Output -> Submit to "
+    "competition (the kernel writes /kaggle/working/images.zip)."
+)
+
+
+def submit(zip_path, message: str, client=None) -> None:
+    """Submits `zip_path` to the competition; if Kaggle answers that only notebooks may submit,
+    shows its answer and the notebook route."""
+    zip_path = Path(zip_path)
+    if not zip_path.is_file():
+        raise InputError(f"{zip_path}: no such file")
+    client = client or api()
+    try:
+        response = client.competition_submit(str(zip_path), message, COMPETITION)
+    except Exception as e:
+        answer = str(e).strip() or type(e).__name__
+        if "notebook" in answer.lower() or "kernel" in answer.lower() or "code competition" in answer.lower():
+            raise InputError(f"Kaggle answered: {answer}\n{NOTEBOOK_ROUTE}") from None
+        raise InputError(f"Kaggle refused the submission: {answer}") from None
+    print(f"submitted {zip_path} to {COMPETITION}: {getattr(response, 'message', '') or response}")

@@ -1,0 +1,181 @@
+"""The Kaggle "I'm Something of a Painter Myself" submission: `images.zip` of 256×256 JPEGs.
+
+`write_submission` translates every photo and writes the zip atomically (a temporary name,
+then a rename, only after `check_zip` passed); `check_zip` is the validator, also run alone by
+`ghibli-keras submission --check images.zip`. Kaggle's rules are the defaults: 7,000–10,000
+images, each a 256×256 RGB JPEG, unique names, no folders.
+
+Example:
+>>> write_submission(Translator.load("workdirs/kaggle"),                      # doctest: +SKIP
+...                  "/kaggle/input/gan-getting-started/photo_tfrec/*.tfrec",
+...                  "/kaggle/working/images.zip")
+7038
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+from PIL import Image
+
+from . import images
+from .errors import InputError
+
+MIN_IMAGES = 7_000
+MAX_IMAGES = 10_000
+SIZE = 256
+JPEG_QUALITY = 95
+BATCH_SIZE = 16
+_SHOWN = 5  # problems of one kind listed by name
+
+
+class SubmissionError(InputError):
+    """The zip breaks the competition's rules; the message lists what is wrong."""
+
+
+def check_zip(path, *, min_images: int = MIN_IMAGES, max_images: int = MAX_IMAGES,
+              size: int = SIZE) -> int:
+    """Validates a submission zip; returns its number of images.
+
+    Raises:
+        SubmissionError: listing every kind of problem found: not a zip, too few or too many
+            images, entries in folders, names that are not .jpg/.jpeg, duplicate names
+            (ignoring case), entries that are not JPEG, not `size`×`size` or not RGB.
+    """
+    path = Path(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise SubmissionError(f"{path}: not a zip file ({e})") from None
+    problems: dict[str, list[str]] = {}
+
+    def problem(kind: str, name: str) -> None:
+        problems.setdefault(kind, []).append(name)
+
+    with archive:
+        entries = [info for info in archive.infolist() if not info.is_dir()]
+        seen: set[str] = set()
+        for info in entries:
+            name = info.filename
+            if "/" in name or "\\" in name:
+                problem("inside a folder (images must be at the top of the zip)", name)
+            if not name.lower().endswith((".jpg", ".jpeg")):
+                problem("not named .jpg or .jpeg", name)
+            key = name.lower()
+            if key in seen:
+                problem("duplicate name", name)
+            seen.add(key)
+            data = archive.read(info)
+            if not data.startswith(b"\xff\xd8"):
+                problem("not a JPEG", name)
+                continue
+            try:
+                picture = Image.open(io.BytesIO(data))
+                shape = (picture.height, picture.width, len(picture.getbands()))
+            except (OSError, SyntaxError, ValueError):
+                problem("not a readable picture", name)
+                continue
+            if shape[:2] != (size, size):
+                problem(f"not {size}x{size}", f"{name} ({shape[1]}x{shape[0]})")
+            if picture.mode != "RGB":
+                problem("not RGB (3 channels)", f"{name} ({picture.mode})")
+    count = len(entries)
+    messages = []
+    if not min_images <= count <= max_images:
+        messages.append(f"{count} images; the competition needs {min_images:,} to {max_images:,}")
+    for kind, names in problems.items():
+        listed = ", ".join(names[:_SHOWN]) + (f", ... ({len(names)} in all)" if len(names) > _SHOWN else "")
+        messages.append(f"{len(names)} {'entry is' if len(names) == 1 else 'entries are'} {kind}: {listed}")
+    if messages:
+        raise SubmissionError(f"{path} is not a valid submission: " + "; ".join(messages))
+    return count
+
+
+def _photos(source) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
+    """(count, iterator of (name, uint8 picture)) from shards or picture files."""
+    kind, files = images.resolve_files(source)
+    if kind == "shards":
+        from . import data
+
+        count = data.count_images(files)
+        ds = data.load_tfrecords(files, with_names=True)
+        return count, ((n.decode(), p) for n, p in ds.as_numpy_iterator())
+
+    def pictures():
+        for path in files:
+            yield Path(path).stem, images.read_image(path)
+
+    return len(files), pictures()
+
+
+def _unique(name: str, used: set) -> str:
+    stem, n = Path(name).stem or "image", 1
+    candidate = f"{stem}.jpg"
+    while candidate.lower() in used:
+        n += 1
+        candidate = f"{stem}_{n}.jpg"
+    used.add(candidate.lower())
+    return candidate
+
+
+def write_submission(translator, photos, out, *, size: int = SIZE,
+                     min_images: int = MIN_IMAGES, max_images: int = MAX_IMAGES,
+                     progress: bool = True) -> int:
+    """Translates every photo of `photos` (shards or picture files: a glob, folder or file) to a
+    `size`×`size` JPEG in the zip `out`, validates it with `check_zip` and only then puts it in
+    place. Photos that are not `size`×`size` are resized (shorter side) and centre-cropped
+    first. Returns the number of images.
+
+    Raises:
+        SubmissionError: the zip would break the rules (nothing is left at `out`).
+    """
+    from tqdm.auto import tqdm
+
+    from .inference import to_uint8, to_unit
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".tmp-{os.getpid()}-{out.name}")
+    count, stream = _photos(photos)
+    used: set[str] = set()
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive, \
+                tqdm(total=count, desc="images.zip", unit="img", disable=not progress) as bar:
+            batch: list = []
+
+            def flush():
+                translated = translator(np.stack([to_unit(p) for _, p in batch]))
+                for (name, _), picture in zip(batch, translated):
+                    buffer = io.BytesIO()
+                    Image.fromarray(to_uint8(picture)).save(buffer, "JPEG", quality=JPEG_QUALITY)
+                    archive.writestr(_unique(name, used), buffer.getvalue())
+                bar.update(len(batch))
+                batch.clear()
+
+            for name, picture in stream:
+                if picture.shape[:2] != (size, size):
+                    picture = images.resize_and_center_crop(picture, size)
+                batch.append((name, picture))
+                if len(batch) == BATCH_SIZE:
+                    flush()
+            if batch:
+                flush()
+        written = check_zip(tmp, min_images=min_images, max_images=max_images, size=size)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return written
+
+
+def default_bounds(min_images: Optional[int], max_images: Optional[int]) -> tuple[int, int]:
+    low = MIN_IMAGES if min_images is None else min_images
+    high = MAX_IMAGES if max_images is None else max_images
+    if not 0 < low <= high:
+        raise InputError(f"need 0 < --min-images <= --max-images, got {low} and {high}")
+    return low, high

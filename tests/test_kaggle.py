@@ -1,0 +1,146 @@
+"""The Kaggle kernel: build output, notebook/script sync, an end-to-end notebook run against a
+fake /kaggle root, and push/submit against a stand-in for the Kaggle API (no network)."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SAMPLE
+from ghibli_keras import kaggle, submission
+from ghibli_keras.errors import InputError
+
+KERNEL_FIELDS = {  # Kaggle's kernel-metadata.json: field -> type
+    "id": str, "title": str, "code_file": str, "language": str, "kernel_type": str,
+    "is_private": bool, "enable_gpu": bool, "enable_tpu": bool, "enable_internet": bool,
+    "dataset_sources": list, "competition_sources": list, "kernel_sources": list,
+    "model_sources": list,
+}
+
+
+def test_build_writes_kernel_and_wheel_dataset(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    out = kaggle.build(tmp_path / "k", user="alice", accelerator="tpu")
+    metadata = json.loads((out / "kernel" / "kernel-metadata.json").read_text())
+    assert set(metadata) == set(KERNEL_FIELDS)
+    for field, kind in KERNEL_FIELDS.items():
+        assert isinstance(metadata[field], kind), field
+    assert metadata["id"] == "alice/ghibli-cyclegan"
+    assert metadata["id"].split("/")[1] == metadata["title"].lower().replace(" ", "-")  # Kaggle's rule
+    assert (out / "kernel" / metadata["code_file"]).is_file()
+    assert (metadata["language"], metadata["kernel_type"]) == ("python", "notebook")
+    assert (metadata["enable_tpu"], metadata["enable_gpu"]) == (True, False)
+    assert metadata["competition_sources"] == ["gan-getting-started"]
+    assert metadata["dataset_sources"] == ["alice/ghibli-keras-wheel"]
+    dataset = json.loads((out / "wheel" / "dataset-metadata.json").read_text())
+    assert dataset["id"] == "alice/ghibli-keras-wheel" and dataset["title"]
+    assert all(isinstance(l["name"], str) for l in dataset["licenses"])
+    assert len(list((out / "wheel").glob("ghibli_keras-*.whl"))) == 1
+    assert "warning" not in capsys.readouterr().err
+
+    kaggle.build(tmp_path / "p", wheel=False)  # no user anywhere: the placeholder, and a warning
+    assert "warning: no --username" in capsys.readouterr().err
+    placeholder = json.loads((tmp_path / "p" / "kernel" / "kernel-metadata.json").read_text())
+    assert placeholder["id"] == "your-kaggle-username/ghibli-cyclegan"
+    assert placeholder == json.loads((Path(REPO) / "kaggle_kernel" / "kernel-metadata.json").read_text())
+
+
+def test_notebook_is_in_sync_with_its_script():
+    import jupytext
+    import nbformat
+
+    folder = Path(REPO) / "kaggle_kernel"
+    script = jupytext.read(folder / "ghibli_cyclegan.py")
+    notebook = nbformat.read(folder / "ghibli_cyclegan.ipynb", as_version=4)
+    assert [(c.cell_type, c.source) for c in notebook.cells] == \
+        [(c.cell_type, c.source) for c in script.cells]
+
+
+class FakeApi:
+    """Records the calls the Kaggle API would get."""
+
+    def __init__(self, known_datasets=(), submit_error=None):
+        self.calls, self.known, self.submit_error = [], set(known_datasets), submit_error
+
+    def dataset_status(self, dataset):
+        self.calls.append(("dataset_status", dataset))
+        if dataset not in self.known:
+            raise RuntimeError("404 Not Found")
+        return "ready"
+
+    def dataset_create_new(self, folder, public=False, quiet=False):
+        self.calls.append(("dataset_create_new", folder, public))
+
+    def dataset_create_version(self, folder, version_notes, quiet=False):
+        self.calls.append(("dataset_create_version", folder))
+
+    def kernels_push(self, folder):
+        self.calls.append(("kernels_push", folder))
+        return "ok"
+
+    def competition_submit(self, file_name, message, competition):
+        self.calls.append(("competition_submit", file_name, message, competition))
+        if self.submit_error:
+            raise self.submit_error
+        return "ok"
+
+
+def test_push_uploads_the_wheel_dataset_then_the_kernel(tmp_path):
+    out = kaggle.build(tmp_path / "k", user="alice", wheel=False)
+    api = FakeApi()
+    kaggle.push(out, client=api)
+    assert api.calls == [("dataset_status", "alice/ghibli-keras-wheel"),
+                         ("dataset_create_new", str(out / "wheel"), False),
+                         ("kernels_push", str(out / "kernel"))]
+    again = FakeApi(known_datasets={"alice/ghibli-keras-wheel"})
+    kaggle.push(out, client=again)
+    assert again.calls[1] == ("dataset_create_version", str(out / "wheel"))
+    placeholder = kaggle.build(tmp_path / "p", wheel=False)
+    with pytest.raises(InputError, match="placeholder id"):
+        kaggle.push(placeholder, client=FakeApi())
+
+
+def test_submit_and_the_notebook_route(tmp_path):
+    archive = tmp_path / "images.zip"
+    archive.write_bytes(b"PK")
+    api = FakeApi()
+    kaggle.submit(archive, "first try", client=api)
+    assert api.calls == [("competition_submit", str(archive), "first try", "gan-getting-started")]
+    refusing = FakeApi(submit_error=RuntimeError("400: Submission not allowed: this is a Code Competition; submit from a Notebook"))
+    with pytest.raises(InputError, match="(?s)Kaggle answered: 400.*Output -> Submit to competition"):
+        kaggle.submit(archive, "again", client=refusing)
+    with pytest.raises(InputError, match="no such file"):
+        kaggle.submit(tmp_path / "missing.zip", "x", client=api)
+
+
+@pytest.mark.slow
+def test_notebook_runs_end_to_end_against_a_fake_kaggle_root(tmp_path, monkeypatch):
+    """The tiny preset for two steps on sample shards laid out as Kaggle's, ending with a valid
+    images.zip. 64 photos only, so the count rule is lowered explicitly (GHIBLI_MIN_IMAGES)."""
+    import nbclient
+    import nbformat
+
+    root = tmp_path / "kaggle"
+    data = root / "input" / "gan-getting-started"
+    shutil.copytree(os.path.join(SAMPLE, "photo_test"), data / "photo_tfrec")
+    shutil.copytree(os.path.join(SAMPLE, "ghibli"), data / "monet_tfrec")
+    (root / "working").mkdir()
+    overrides = {"train.epochs": 1, "train.decay_epochs": 0, "train.steps_per_epoch": 2,
+                 "data.image_size": 32, "data.load_size": 36, "model.ngf": 4, "model.n_blocks": 1,
+                 "model.ndf": 4, "train.batch_size": 2, "train.xla": "off"}
+    monkeypatch.setenv("GHIBLI_KAGGLE_ROOT", str(root))
+    monkeypatch.setenv("GHIBLI_PRESET", "tiny")
+    monkeypatch.setenv("GHIBLI_OVERRIDES", json.dumps(overrides))
+    monkeypatch.setenv("GHIBLI_MIN_IMAGES", "60")
+    monkeypatch.setenv("GHIBLI_KERAS_INCEPTION_WEIGHTS", str(tmp_path / "no_weights.h5"))
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    notebook = nbformat.read(Path(REPO) / "kaggle_kernel" / "ghibli_cyclegan.ipynb", as_version=4)
+    client = nbclient.NotebookClient(notebook, timeout=900, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    printed = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code"
+                      for o in c.outputs)
+    assert "images.zip: 64 images" in printed and "MiFID skipped:" in printed
+    assert submission.check_zip(root / "working" / "images.zip", min_images=60) == 64

@@ -1,0 +1,95 @@
+"""The Kaggle submission: the zip validator and `ghibli-keras submission`."""
+
+import io
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import SAMPLE
+from ghibli_keras import cli, submission
+from ghibli_keras.submission import SubmissionError
+
+
+def _jpeg(size=16, mode="RGB", fmt="JPEG"):
+    buffer = io.BytesIO()
+    Image.new(mode, (size, size), 128).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def _zip(path, entries):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in entries:
+            archive.writestr(name, data)
+    return path
+
+
+def _check(path, **kwargs):
+    return submission.check_zip(path, min_images=3, max_images=5, size=16, **kwargs)
+
+
+def test_valid_zip_passes(tmp_path):
+    path = _zip(tmp_path / "images.zip", [(f"{i}.jpg", _jpeg()) for i in range(4)])
+    assert _check(path) == 4
+
+
+@pytest.mark.parametrize("entries, message", [
+    ([(f"{i}.jpg", _jpeg()) for i in range(2)], "2 images; the competition needs 3 to 5"),
+    ([(f"{i}.jpg", _jpeg()) for i in range(6)], "6 images; the competition needs 3 to 5"),
+    ([(f"{i}.jpg", _jpeg(size=15 + (i == 0))) for i in range(4)], "3 entries are not 16x16: 1.jpg (15x15)"),
+    ([("0.jpg", _jpeg(fmt="PNG"))] + [(f"{i}.jpg", _jpeg()) for i in range(1, 4)], "1 entry is not a JPEG: 0.jpg"),
+    ([("a.jpg", _jpeg()), ("A.JPG", _jpeg()), ("b.jpg", _jpeg())], "1 entry is duplicate name: A.JPG"),
+    ([("d/a.jpg", _jpeg())] + [(f"{i}.jpg", _jpeg()) for i in range(3)], "inside a folder"),
+    ([("a.png", _jpeg())] + [(f"{i}.jpg", _jpeg()) for i in range(3)], "not named .jpg"),
+    ([("g.jpg", _jpeg(mode="L"))] + [(f"{i}.jpg", _jpeg()) for i in range(3)], "not RGB (3 channels): g.jpg (L)"),
+])
+def test_validator_rejects(tmp_path, entries, message):
+    path = _zip(tmp_path / "images.zip", entries)
+    with pytest.raises(SubmissionError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        _check(path)
+
+
+def test_kaggle_bounds_are_the_defaults_and_junk_is_not_a_zip(tmp_path):
+    path = _zip(tmp_path / "images.zip", [(f"{i}.jpg", _jpeg(256)) for i in range(4)])
+    with pytest.raises(SubmissionError, match="4 images; the competition needs 7,000 to 10,000"):
+        submission.check_zip(path)
+    (tmp_path / "junk.zip").write_bytes(b"nope")
+    with pytest.raises(SubmissionError, match="not a zip file"):
+        submission.check_zip(tmp_path / "junk.zip")
+
+
+def test_check_command_runs_without_tensorflow(tmp_path):
+    good = _zip(tmp_path / "good.zip", [(f"{i}.jpg", _jpeg()) for i in range(4)])
+    bad = _zip(tmp_path / "bad.zip", [(f"{i}.jpg", _jpeg()) for i in range(2)])
+    code = ("import sys, ghibli_keras_cli; rc = ghibli_keras_cli.main(sys.argv[1:]); "
+            "assert 'tensorflow' not in sys.modules; sys.exit(rc)")
+    args = ["submission", "--size", "16", "--min-images", "3", "--max-images", "5", "--check"]
+    result = subprocess.run([sys.executable, "-c", code, *args, str(good)], capture_output=True, text=True)
+    assert result.returncode == 0 and "a valid submission of 4 16x16 JPEGs" in result.stdout, result.stderr
+    result = subprocess.run([sys.executable, "-c", code, *args, str(bad)], capture_output=True, text=True)
+    assert result.returncode == 2 and "2 images; the competition needs 3 to 5" in result.stderr
+
+
+def test_submission_command_end_to_end(trained_workdir, tmp_path, capsys):
+    """64 held-out sample photos (128 px) -> 64x64 JPEGs; the count bounds are lowered to
+    suit this small set, explicitly."""
+    out = tmp_path / "images.zip"
+    photos = os.path.join(SAMPLE, "photo_test", "*.tfrec")
+    rc = cli.main(["submission", str(trained_workdir), "--photos", photos, "--out", str(out),
+                   "--size", "64", "--min-images", "60", "--max-images", "70", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    with zipfile.ZipFile(out) as archive:
+        names = archive.namelist()
+        first = np.asarray(Image.open(io.BytesIO(archive.read(names[0]))))
+    assert len(names) == len(set(names)) == 64 and first.shape == (64, 64, 3)
+    assert submission.check_zip(out, min_images=60, max_images=70, size=64) == 64
+
+    failed = tmp_path / "too_few.zip"
+    rc = cli.main(["submission", str(trained_workdir), "--photos", photos, "--out", str(failed),
+                   "--size", "64", "--quiet"])  # Kaggle's bounds: 64 photos are too few
+    assert rc == 2 and "64 images; the competition needs 7,000" in capsys.readouterr().err
+    assert not failed.exists() and not list(tmp_path.glob(".tmp-*"))
