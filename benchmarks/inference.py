@@ -1,6 +1,6 @@
 """Translation speed: the Keras generator and the exported SavedModel, XLA off and on.
 
-    python benchmarks/inference.py [--quick] [--preset paper] [--seconds 20]
+    python benchmarks/inference.py [--quick] [--preset paper] [--seconds 20] [--sizes 256,1024]
 
 For 256×256 and 1024×1024 pictures (batch chosen as `translate` does: as many as fit in
 `inference.BATCH_PIXELS`), prints images/s of
@@ -47,9 +47,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny preset, 256 only, 3 s each")
     parser.add_argument("--preset", default="paper")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--sizes", default="256,1024", help="picture sides (256,1024)")
     args = parser.parse_args()
     preset = "tiny" if args.quick else args.preset
-    sizes = (256,) if args.quick else (256, 1024)
+    sizes = (256,) if args.quick else tuple(int(s) for s in args.sizes.split(","))
     seconds = 3.0 if args.quick else args.seconds
     generator = models.build_networks(get_preset(preset).model, seed=0)["generator_g"]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; TensorFlow {tf.__version__}")

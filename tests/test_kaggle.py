@@ -144,3 +144,12 @@ def test_notebook_runs_end_to_end_against_a_fake_kaggle_root(tmp_path, monkeypat
                       for o in c.outputs)
     assert "images.zip: 64 images" in printed and "MiFID skipped:" in printed
     assert submission.check_zip(root / "working" / "images.zip", min_images=60) == 64
+
+
+def test_missing_credentials_say_what_to_do(tmp_path, monkeypatch):
+    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / ".kaggle"))
+    with pytest.raises(InputError, match="no Kaggle credentials: create an API token"):
+        kaggle.api()

@@ -93,3 +93,18 @@ def test_submission_command_end_to_end(trained_workdir, tmp_path, capsys):
                    "--size", "64", "--quiet"])  # Kaggle's bounds: 64 photos are too few
     assert rc == 2 and "64 images; the competition needs 7,000" in capsys.readouterr().err
     assert not failed.exists() and not list(tmp_path.glob(".tmp-*"))
+
+
+def test_submission_from_picture_files(trained_workdir, tmp_path, rng):
+    from conftest import smooth_image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, (h, w) in enumerate([(40, 40), (50, 70), (40, 40)]):
+        Image.fromarray(smooth_image(rng, h, w)).save(folder / f"p{i}.png")
+    out = tmp_path / "images.zip"
+    rc = cli.main(["submission", str(trained_workdir), "--photos", str(folder), "--out", str(out),
+                   "--size", "32", "--min-images", "3", "--max-images", "3", "--quiet"])
+    assert rc == 0
+    with zipfile.ZipFile(out) as archive:
+        assert sorted(archive.namelist()) == ["p0.jpg", "p1.jpg", "p2.jpg"]
