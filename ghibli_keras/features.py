@@ -370,15 +370,13 @@ def extract(
 def generator_transform(generator: keras.Model) -> Callable:
     """A generator as an `extract(transform=...)`: reflect-pads each batch at the bottom and
     right to the size the network takes (`models.size_multiple`), translates, crops back."""
+    from .inference import pad_run_crop
     from .models import size_multiple
 
     multiple = size_multiple(generator)
 
     @tf.function(reduce_retracing=True)
     def translate(x):  # (B, H, W, 3) in [-1, 1]
-        h, w = tf.shape(x)[1], tf.shape(x)[2]
-        pad_h, pad_w = (-h) % multiple, (-w) % multiple
-        padded = tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="REFLECT")
-        return generator(padded, training=False)[:, :h, :w, :]
+        return pad_run_crop(lambda padded: generator(padded, training=False), x, multiple)
 
     return translate

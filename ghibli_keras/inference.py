@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import images
+from .callbacks import to_uint8
 from .errors import InputError
 from .files import atomic_path
 
@@ -143,8 +144,6 @@ def to_unit(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32) / 127.5 - 1.0
 
 
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    return np.uint8(np.clip(np.rint((image + 1.0) * 127.5), 0, 255))
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
