@@ -22,6 +22,8 @@ INSTALL_REQUIRES = [
     "tensorflow-serving-api>=2.16,<3",  # the PredictionLog protos of the export's warm-up requests
 ]
 
+UI_REQUIRES = ["streamlit>=1.50,<2"]
+
 EXTRAS_REQUIRE = {
     # scikit-image is needed only to rebuild tfrecords/sample/ (its four source photos ship with it).
     "sample": ["scikit-image>=0.22,<1"],
@@ -35,9 +37,12 @@ EXTRAS_REQUIRE = {
         "nbclient>=0.10,<1",
         "ipykernel>=6.29,<8",
         "kaggle>=1.6,<3",
+        # the web UI, and Playwright driving Debian's chromium (no browser download)
+        *UI_REQUIRES,
+        "playwright>=1.40,<2",
     ],
     "kaggle": ["kaggle>=1.6,<3"],
-    "ui": ["streamlit>=1.30,<2"],
+    "ui": UI_REQUIRES,
     "gpu": ["tensorflow[and-cuda]>=2.16,<3"],
 }
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from . import __version__
+from . import __version__, ui
 from .errors import InputError
 
 PROG = "ghibli-keras"
@@ -369,6 +369,122 @@ def cmd_kaggle(args: argparse.Namespace) -> int:
 # Parser
 
 
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def check_vgg_weights(weights: Optional[str]) -> None:
+    """--vgg-weights: "imagenet", "random" or an existing file."""
+    if weights and weights not in ("imagenet", "random") and not Path(weights).is_file():
+        raise InputError(f"--vgg-weights {weights!r}: no such file (VGG19 weights without the "
+                         f"top, vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5)")
+
+
+PICTURE_OUT_SUFFIXES = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
+STYLE_MIN_SIDE = 32  # nst.MIN_SIDE
+
+
+def cmd_style_transfer(args: argparse.Namespace) -> int:
+    from . import images
+
+    out = Path(args.out)
+    if out.suffix.lower() not in PICTURE_OUT_SUFFIXES:
+        raise InputError(f"--out {args.out!r}: name a .jpg, .jpeg or .png file")
+    if out.is_dir():
+        raise InputError(f"--out {args.out!r} is a folder; name a .jpg or .png file")
+    if args.size is not None and args.size < STYLE_MIN_SIDE:
+        raise InputError(f"--size must be at least {STYLE_MIN_SIDE}, got {args.size}")
+    content = images.read_image(args.content)  # ImageReadError names the file
+    style = images.read_image(args.style)
+    check_vgg_weights(args.vgg_weights)
+    _log_to_stderr()
+    _quiet_tensorflow()
+    import time
+
+    from tqdm.auto import tqdm
+
+    from . import nst
+    from .files import atomic_path
+
+    weights = args.vgg_weights or nst.default_weights()
+    if weights == "random":
+        print("note: --vgg-weights random: VGG19 with random weights moves colours and textures "
+              "only; it is not style transfer as with the ImageNet weights")
+        weights = None
+    config = nst.StyleConfig(
+        steps=args.steps, size=args.size, content_weight=args.content_weight,
+        style_weight=args.style_weight, tv_weight=args.tv_weight, optimizer=args.optimizer,
+        learning_rate=args.learning_rate,
+    )
+    extractor = nst.feature_extractor(weights)  # before the bar: it may download or fail
+    start = time.perf_counter()
+    with tqdm(total=config.steps, desc="style transfer", unit="step", disable=args.quiet) as bar:
+        def progress(done: int, losses: dict) -> None:
+            bar.update(done - bar.n)
+            bar.set_postfix({k: f"{losses[k]:.4g}" for k in nst.LOSS_NAMES}, refresh=False)
+
+        result = nst.stylize(content, style, config, weights=weights, extractor=extractor,
+                             progress=progress)
+    seconds = time.perf_counter() - start
+    with atomic_path(out) as tmp:
+        from PIL import Image
+
+        fmt = PICTURE_OUT_SUFFIXES[out.suffix.lower()]
+        Image.fromarray(result.image).save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    first, last = result.losses[0], result.losses[-1]
+    print("loss      " + "".join(f"{k:>12}" for k in nst.LOSS_NAMES))
+    print("start     " + "".join(f"{first[k]:12.5g}" for k in nst.LOSS_NAMES))
+    print("end       " + "".join(f"{last[k]:12.5g}" for k in nst.LOSS_NAMES))
+    h, w = result.image.shape[:2]
+    print(f"{out}: {w}x{h}, {config.steps} {config.optimizer} steps in {seconds:.0f} s "
+          f"(VGG19 weights: {result.weights})")
+    return 0
+
+
+def ui_command(args: argparse.Namespace) -> tuple[list[str], dict]:
+    """Checks the `ui` arguments; returns the `streamlit run` command line and environment."""
+    import importlib.util
+
+    from . import ui
+
+    if args.model:
+        try:
+            check_model(args.model)
+        except InputError as e:
+            raise InputError(str(e).replace("MODEL", "--model", 1)) from None
+    check_vgg_weights(args.vgg_weights)
+    if not 1 <= args.port <= 65535:
+        raise InputError(f"--port must be in 1..65535, got {args.port}")
+    if importlib.util.find_spec("streamlit") is None:
+        raise InputError("the web UI needs Streamlit: pip install 'ghibli-keras[ui]'")
+    return ui.streamlit_command(args.port, args.address, args.model, args.vgg_weights,
+                                args.max_upload_mb, args.max_pixels)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    command, env = ui_command(args)
+    print(f"ghibli-keras UI on http://{args.address}:{args.port} (Ctrl-C stops it)", flush=True)
+    try:
+        return subprocess.call(command, env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors on one line, naming the argument, with a pointer to --help."""
 
@@ -545,6 +661,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=positive_int, help="(10000, Kaggle's rule)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_submission)
+
+    p = sub.add_parser(
+        "style-transfer",
+        help="paint a photo in the style of one picture (neural style transfer, no training)",
+        description="Optimise a picture that keeps CONTENT's VGG19 features (block5_conv2) and "
+        "takes STYLE's textures (Gram matrices of block1_conv1 ... block5_conv1), starting from "
+        "CONTENT (Gatys et al.). Needs the VGG19 ImageNet weights: the Keras cache (downloaded "
+        "when online), $GHIBLI_KERAS_VGG_WEIGHTS or --vgg-weights PATH.",
+    )
+    p.add_argument("content", metavar="CONTENT", help="the photo")
+    p.add_argument("style", metavar="STYLE", help="the style picture, e.g. a Ghibli still")
+    p.add_argument("--out", required=True, help="the result, a .jpg or .png file")
+    p.add_argument("--steps", type=positive_int, default=200, help="optimiser steps (200)")
+    p.add_argument("--size", type=positive_int, default=384,
+                   help="longer side of the result in pixels (384; each step costs ~size^2)")
+    p.add_argument("--style-weight", type=non_negative_float, default=1e-2, help="(1e-2)")
+    p.add_argument("--content-weight", type=non_negative_float, default=1e4, help="(1e4)")
+    p.add_argument("--tv-weight", type=non_negative_float, default=30.0,
+                   help="total-variation weight, against noise (30)")
+    p.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam",
+                   help="Adam, or scipy's L-BFGS-B (fewer steps, each a little dearer) (adam)")
+    p.add_argument("--learning-rate", type=positive_float, default=0.02, help="Adam's step on [0, 1] pixels (0.02)")
+    p.add_argument("--vgg-weights", metavar="PATH",
+                   help="VGG19 weights without the top (.h5), 'imagenet' (the Keras cache, "
+                   "downloaded if online) or 'random' (no real style; for trying offline) "
+                   "(default: $GHIBLI_KERAS_VGG_WEIGHTS, else imagenet)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_style_transfer)
+
+    p = sub.add_parser(
+        "ui",
+        help="a web page to translate uploaded photos (CycleGAN or style transfer)",
+        description="Serve a Streamlit page: upload a photo, translate it with a CycleGAN (a "
+        "workdir, .keras file or exported SavedModel) or by style transfer from an uploaded "
+        "style picture, compare and download. Needs `pip install 'ghibli-keras[ui]'`.",
+    )
+    p.add_argument("--model", metavar="PATH", help="the CycleGAN to offer (can be typed in the page)")
+    p.add_argument("--port", type=positive_int, default=ui.DEFAULT_PORT, help=f"({ui.DEFAULT_PORT})")
+    p.add_argument("--address", default="127.0.0.1",
+                   help="the address to listen on (127.0.0.1: this machine only; 0.0.0.0: all)")
+    p.add_argument("--vgg-weights", metavar="PATH",
+                   help="VGG19 weights for style transfer (as for style-transfer)")
+    p.add_argument("--max-upload-mb", type=positive_int, default=ui.DEFAULT_MAX_UPLOAD_MB,
+                   help=f"largest upload in MB ({ui.DEFAULT_MAX_UPLOAD_MB})")
+    p.add_argument("--max-pixels", type=positive_int, default=ui.DEFAULT_MAX_PIXELS,
+                   help=f"refuse pictures with more pixels ({ui.DEFAULT_MAX_PIXELS})")
+    p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser(
         "kaggle",

@@ -167,27 +167,35 @@ def blend_window(size: int, overlap: int) -> np.ndarray:
 
 
 def translate_image(translator: Translator, image: np.ndarray, tile: Optional[int] = DEFAULT_TILE,
-                    overlap: int = DEFAULT_OVERLAP) -> np.ndarray:
+                    overlap: int = DEFAULT_OVERLAP,
+                    progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
     """uint8 `(H, W, 3)` -> uint8 `(H, W, 3)`. Pictures with a side over `tile` (None or 0:
     never) are translated in `tile`×`tile` tiles overlapping by `overlap` pixels, blended
-    with `blend_window` (weighted average, so every pixel's weights sum to one)."""
+    with `blend_window` (weighted average, so every pixel's weights sum to one).
+    `progress(done, total)` is called after each tile (once, (1, 1), for an untiled picture)."""
     h, w = image.shape[:2]
     if not tile or max(h, w) <= tile:
-        return to_uint8(translator(to_unit(image)[None])[0])
+        out = to_uint8(translator(to_unit(image)[None])[0])
+        if progress:
+            progress(1, 1)
+        return out
     if not 0 <= overlap < tile:
         raise InputError(f"--overlap must be in 0..tile-1 ({tile - 1}), got {overlap}")
     total = np.zeros((h, w, 3), np.float32)
     weight = np.zeros((h, w, 1), np.float32)
     x = to_unit(image)
-    for top in tile_starts(h, tile, overlap):
-        for left in tile_starts(w, tile, overlap):
-            piece = x[top:top + tile, left:left + tile]
-            out = translator(piece[None])[0]
-            th, tw = piece.shape[:2]
-            win = blend_window(th, overlap if h > tile else 0)[:, None] * \
-                blend_window(tw, overlap if w > tile else 0)[None, :]
-            total[top:top + th, left:left + tw] += out * win[..., None]
-            weight[top:top + th, left:left + tw] += win[..., None]
+    corners = [(top, left) for top in tile_starts(h, tile, overlap)
+               for left in tile_starts(w, tile, overlap)]
+    for done, (top, left) in enumerate(corners, 1):
+        piece = x[top:top + tile, left:left + tile]
+        out = translator(piece[None])[0]
+        th, tw = piece.shape[:2]
+        win = blend_window(th, overlap if h > tile else 0)[:, None] * \
+            blend_window(tw, overlap if w > tile else 0)[None, :]
+        total[top:top + th, left:left + tw] += out * win[..., None]
+        weight[top:top + th, left:left + tw] += win[..., None]
+        if progress:
+            progress(done, len(corners))
     return to_uint8(total / weight)
 
 

@@ -211,6 +211,7 @@ def train(
             steps_per_epoch=steps,
             validation_data=validation,
             callbacks=make_callbacks(config, workdir, extra_callbacks),
+            shuffle=False,  # the dataset shuffles its shards and records itself
             verbose=verbose,
         )
     if chief:

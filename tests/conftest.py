@@ -74,3 +74,15 @@ def trained_workdir(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("trained") / "run"
     training.train(tiny_test_config(), workdir, verbose=0)
     return workdir
+
+
+@pytest.fixture(scope="session")
+def vgg_weights_file(tmp_path_factory):
+    """Random VGG19 weights saved as a file, as a user would pass --vgg-weights PATH (the
+    ImageNet weights cannot be downloaded here)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("vgg") / "vgg19_random.weights.h5"
+    keras.applications.VGG19(include_top=False, weights=None).save_weights(path)
+    return path

@@ -21,7 +21,8 @@ def _run(*args, **kwargs):
 def test_help_for_every_subcommand():
     result = _run("--help")
     assert result.returncode == 0 and "make-tfrecords" in result.stdout and "demo" in result.stdout
-    for command in ("make-tfrecords", "train", "demo", "fid", "translate", "export"):
+    for command in ("make-tfrecords", "train", "demo", "fid", "translate", "export", "submission",
+                    "style-transfer", "ui"):
         result = _run(command, "--help")
         assert result.returncode == 0 and "usage: ghibli-keras " + command in result.stdout
 

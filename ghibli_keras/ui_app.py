@@ -1,0 +1,159 @@
+"""The Streamlit page of `ghibli-keras ui`: upload a photo, see it in Ghibli style.
+
+Run it with `ghibli-keras ui [--model PATH]` (which starts `streamlit run` on this file); the
+launcher passes its options in the environment variables named in `ghibli_keras.ui`, so the
+page also runs under `streamlit.testing.v1.AppTest`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from ghibli_keras import images, ui
+from ghibli_keras.errors import InputError
+
+PICTURE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
+CYCLEGAN, STYLE_TRANSFER = "CycleGAN", "Style transfer"
+CYCLEGAN_SIDES = [256, 512, 1024, 2048]  # the longer side the photo is shrunk to first
+STYLE_SIDES = [128, 256, 384, 512]
+
+
+@st.cache_resource(show_spinner="Loading the model…")
+def load_translator(model: str):
+    from ghibli_keras import inference
+
+    return inference.Translator.load(model, "photo2style")
+
+
+@st.cache_resource(show_spinner="Loading VGG19…")
+def load_vgg(weights: str):
+    from ghibli_keras import nst
+
+    return nst.feature_extractor(None if weights == "random" else weights)
+
+
+def read_upload(upload, what: str, max_pixels: int):
+    """An uploaded file -> uint8 (H, W, 3), or None after showing why it cannot be used."""
+    if upload is None:
+        return None
+    try:
+        return images.read_image(upload.getvalue(), max_pixels=max_pixels)
+    except images.ImageReadError as e:
+        st.error(f"**{upload.name}** cannot be used as the {what}: {e.reason}. "
+                 f"Upload a JPEG, PNG or WebP picture.")
+        return None
+
+
+def shrink(image: np.ndarray, side: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    if max(h, w) <= side:
+        return image
+    from PIL import Image
+
+    scale = side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
+
+
+def encode_jpeg(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def run_cyclegan(photo: np.ndarray, model: str, side: int) -> tuple[np.ndarray, str]:
+    from ghibli_keras import inference
+
+    translator = load_translator(model)
+    photo = shrink(photo, side)
+    bar = st.progress(0.0, text="Translating…")
+    result = inference.translate_image(
+        translator, photo,
+        progress=lambda done, total: bar.progress(done / total, text=f"Translating: tile {done} of {total}"))
+    bar.empty()
+    return result, f"CycleGAN ({translator.name})"
+
+
+def run_style_transfer(photo: np.ndarray, style: np.ndarray, weights: str, steps: int,
+                       side: int) -> tuple[np.ndarray, str]:
+    from ghibli_keras import nst
+
+    extractor = load_vgg(weights)
+    bar = st.progress(0.0, text="Style transfer…")
+
+    def progress(done: int, losses: dict) -> None:
+        bar.progress(done / steps, text=f"Style transfer: step {done} of {steps}, "
+                                        f"loss {losses['total']:.4g}")
+
+    config = nst.StyleConfig(steps=steps, size=min(side, max(photo.shape[:2])))  # no upscaling
+    result = nst.stylize(photo, style, config, weights=weights, extractor=extractor,
+                         progress=progress)
+    bar.empty()
+    return result.image, f"style transfer, {steps} steps (VGG19 weights: {weights})"
+
+
+def main() -> None:
+    st.set_page_config(page_title="ghibli-keras", page_icon="🎨", layout="wide")
+    st.title("Photos in Studio Ghibli style")
+    max_pixels = int(os.environ.get(ui.MAX_PIXELS) or ui.DEFAULT_MAX_PIXELS)
+
+    with st.sidebar:
+        method = st.radio("Method", [CYCLEGAN, STYLE_TRANSFER], key="method",
+                          help="A trained CycleGAN, or neural style transfer from one picture")
+        if method == CYCLEGAN:
+            model = st.text_input("Model", os.environ.get(ui.MODEL, ""), key="model",
+                                  help="a training workdir, a .keras file or an exported SavedModel")
+            side = st.select_slider("Longer side (pixels)", CYCLEGAN_SIDES, 1024, key="cyclegan_side")
+        else:
+            weights = os.environ.get(ui.VGG_WEIGHTS) or "imagenet"
+            st.caption(f"VGG19 weights: {weights}")
+            steps = st.slider("Steps", 10, 500, 100, step=10, key="steps")
+            side = st.select_slider("Longer side (pixels)", STYLE_SIDES, 256, key="style_side")
+
+    upload = st.file_uploader("Photo", type=PICTURE_TYPES, key="photo")
+    photo = read_upload(upload, "photo", max_pixels)
+    style = None
+    if method == STYLE_TRANSFER:
+        style_upload = st.file_uploader("Style picture (e.g. a Ghibli still)", type=PICTURE_TYPES,
+                                        key="style")
+        style = read_upload(style_upload, "style picture", max_pixels)
+
+    ready = photo is not None and (method == CYCLEGAN or style is not None)
+    if method == CYCLEGAN and not model:
+        st.info("Give a model in the sidebar (or start with `ghibli-keras ui --model PATH`).")
+        ready = False
+    if st.button("Translate" if method == CYCLEGAN else "Stylize", type="primary",
+                 disabled=not ready, key="run"):
+        try:
+            if method == CYCLEGAN:
+                if not Path(model).exists():
+                    raise InputError(f"model {model!r}: no such file or folder")
+                result, how = run_cyclegan(photo, model, side)
+            else:
+                result, how = run_style_transfer(photo, style, weights, steps, side)
+        except InputError as e:
+            st.error(str(e))
+        else:
+            name = Path(upload.name).stem
+            st.session_state.update(result=result, how=how, original=photo,
+                                    download_name=f"{name}_ghibli.jpg")
+
+    if "result" in st.session_state and photo is not None:
+        left, right = st.columns(2)
+        left.image(st.session_state["original"], caption="original", width="stretch",
+                   alt="original")
+        right.image(st.session_state["result"], caption=st.session_state["how"], width="stretch",
+                    alt="result")
+        st.download_button("Download the result", encode_jpeg(st.session_state["result"]),
+                           file_name=st.session_state["download_name"], mime="image/jpeg",
+                           key="download")
+
+
+main()

@@ -1,0 +1,121 @@
+"""The web UI: the Streamlit page under AppTest, and the `ui` command's launcher."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import smooth_image
+from ghibli_keras import cli, inference
+
+pytest.importorskip("streamlit", reason="the UI extra (streamlit) is not installed")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from ghibli_keras import ui as env  # noqa: E402
+
+APP = str(env.APP)
+TIMEOUT = 300  # seconds for one run of the page (model loading and translating included)
+
+
+def jpeg(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def start(monkeypatch, **variables) -> AppTest:
+    for name in (env.MODEL, env.VGG_WEIGHTS, env.MAX_PIXELS):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, str(value))
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+@pytest.mark.slow
+def test_cyclegan_upload_translate_and_download(monkeypatch, trained_workdir, rng):
+    photo = smooth_image(rng, 40, 56)
+    app = start(monkeypatch, **{env.MODEL: trained_workdir})
+    assert app.text_input(key="model").value == str(trained_workdir)
+    assert app.button(key="run").disabled  # nothing uploaded yet
+    app.file_uploader(key="photo").upload("meadow.jpg", jpeg(photo), "image/jpeg").run()
+    assert not app.error and not app.button(key="run").disabled
+    app.button(key="run").click().run()
+    assert not app.exception and not app.error, (app.exception, app.error)
+
+    shown = app.get("image")
+    captions = [caption for element in shown for caption in element.captions]
+    assert captions[0] == "original" and captions[1].startswith("CycleGAN (")
+    # the result is the generator's translation of the decoded upload, nothing else
+    decoded = np.asarray(Image.open(io.BytesIO(jpeg(photo))).convert("RGB"))
+    expected = inference.translate_image(inference.Translator.load(trained_workdir), decoded)
+    np.testing.assert_array_equal(app.session_state["result"], expected)
+    download = app.get("download_button")[0]
+    assert download.proto.label == "Download the result"
+    assert app.session_state["download_name"] == "meadow_ghibli.jpg"
+
+
+def test_files_that_are_not_pictures_get_a_clear_message(monkeypatch, tmp_path):
+    app = start(monkeypatch, **{env.MODEL: tmp_path})
+    app.file_uploader(key="photo").upload("notes.jpg", b"these are my notes", "image/jpeg").run()
+    assert not app.exception
+    messages = [e.value for e in app.error]
+    assert len(messages) == 1 and "notes.jpg" in messages[0] and "not a picture" in messages[0]
+    assert app.button(key="run").disabled
+
+
+def test_pictures_over_the_pixel_limit_are_refused(monkeypatch, tmp_path, rng):
+    app = start(monkeypatch, **{env.MODEL: tmp_path, env.MAX_PIXELS: 1000})
+    app.file_uploader(key="photo").upload("big.jpg", jpeg(smooth_image(rng, 40, 40)),
+                                          "image/jpeg").run()
+    messages = [e.value for e in app.error]
+    assert len(messages) == 1 and "1,600 pixels" in messages[0] and "1,000" in messages[0]
+
+
+def test_a_missing_model_is_reported_not_raised(monkeypatch, tmp_path, rng):
+    app = start(monkeypatch)
+    assert app.button(key="run").disabled and "--model" in app.info[0].value
+    app.text_input(key="model").input(str(tmp_path / "nowhere")).run()
+    app.file_uploader(key="photo").upload("a.jpg", jpeg(smooth_image(rng, 40, 40)),
+                                          "image/jpeg").run()
+    app.button(key="run").click().run()
+    assert not app.exception
+    assert "nowhere" in app.error[0].value and "no such file" in app.error[0].value
+    assert "result" not in app.session_state
+
+
+@pytest.mark.slow
+def test_style_transfer_in_the_page(monkeypatch, vgg_weights_file, rng):
+    app = start(monkeypatch, **{env.VGG_WEIGHTS: vgg_weights_file})
+    app.radio(key="method").set_value("Style transfer").run()
+    app.slider(key="steps").set_value(10).run()
+    app.select_slider(key="style_side").set_value(128).run()
+    app.file_uploader(key="photo").upload("photo.png", jpeg(smooth_image(rng, 48, 72)),
+                                          "image/png").run()
+    assert app.button(key="run").disabled  # the style picture is still missing
+    app.file_uploader(key="style").upload("still.jpg", jpeg(smooth_image(rng, 64, 64)),
+                                          "image/jpeg").run()
+    app.button(key="run").click().run()
+    assert not app.exception and not app.error, (app.exception, app.error)
+    result = app.session_state["result"]
+    assert result.shape == (48, 72, 3) and result.dtype == np.uint8  # never upscaled
+    assert "style transfer, 10 steps" in app.session_state["how"]
+
+
+def test_ui_command_line(tmp_path, trained_workdir):
+    args = cli.build_parser().parse_args(
+        ["ui", "--model", str(trained_workdir), "--port", "8600", "--max-upload-mb", "5"])
+    command, variables = cli.ui_command(args)
+    assert command[1:4] == ["-m", "streamlit", "run"] and command[4] == APP
+    assert command[command.index("--server.port") + 1] == "8600"
+    assert command[command.index("--server.address") + 1] == "127.0.0.1"
+    assert command[command.index("--server.maxUploadSize") + 1] == "5"
+    assert variables[env.MODEL] == str(trained_workdir.resolve())
+    assert variables[env.MAX_PIXELS] == str(env.DEFAULT_MAX_PIXELS)
+
+    bad = cli.build_parser().parse_args(["ui", "--model", str(tmp_path / "none")])
+    with pytest.raises(cli.InputError, match="--model .*no such file"):
+        cli.ui_command(bad)
