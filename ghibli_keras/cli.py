@@ -427,7 +427,7 @@ def cmd_style_transfer(args: argparse.Namespace) -> int:
     config = nst.StyleConfig(
         steps=args.steps, size=args.size, content_weight=args.content_weight,
         style_weight=args.style_weight, tv_weight=args.tv_weight, optimizer=args.optimizer,
-        learning_rate=args.learning_rate,
+        learning_rate=args.learning_rate, xla=args.xla == "on",
     )
     extractor = nst.feature_extractor(weights)  # before the bar: it may download or fail
     start = time.perf_counter()
@@ -683,6 +683,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam",
                    help="Adam, or scipy's L-BFGS-B (fewer steps, each a little dearer) (adam)")
     p.add_argument("--learning-rate", type=positive_float, default=0.02, help="Adam's step on [0, 1] pixels (0.02)")
+    p.add_argument("--xla", choices=["on", "off"], default="on",
+                   help="compile each step with XLA (on: 10-20%% faster steps on a CPU)")
     p.add_argument("--vgg-weights", metavar="PATH",
                    help="VGG19 weights without the top (.h5), 'imagenet' (the Keras cache, "
                    "downloaded if online) or 'random' (no real style; for trying offline) "

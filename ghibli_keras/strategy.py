@@ -116,34 +116,97 @@ def is_chief() -> bool:
     return task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0
 
 
+def cpu_has_bf16(cpuinfo: Optional[str] = None) -> bool:
+    """Whether the CPU computes bfloat16 natively (AVX512_BF16 or AMX-BF16), from the `flags`
+    of /proc/cpuinfo (or `cpuinfo`, for tests). Without them TensorFlow emulates bf16, which
+    measured 4-16x slower per step than float32 here."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return False
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def device_kind(strategy: tf.distribute.Strategy) -> str:
+    """"tpu", "gpu" or "cpu": what the strategy's replicas compute on."""
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return "tpu"
+    try:
+        devices = strategy.extended.worker_devices
+    except RuntimeError:  # the default strategy: TensorFlow places ops on a GPU if there is one
+        devices = ()
+    if any("GPU" in d.upper() for d in devices):
+        return "gpu"
+    if not devices and tf.config.list_logical_devices("GPU"):
+        return "gpu"
+    return "cpu"
+
+
+def _gpus_have_bf16() -> bool:
+    """Ampere (compute capability 8.0) and later have bf16 tensor cores."""
+    gpus = tf.config.list_physical_devices("GPU")
+    capabilities = [tf.config.experimental.get_device_details(g).get("compute_capability", (0, 0))
+                    for g in gpus]
+    return bool(capabilities) and all(tuple(c) >= (8, 0) for c in capabilities)
+
+
+def auto_precision(strategy: tf.distribute.Strategy, cpuinfo: Optional[str] = None) -> str:
+    """`--mixed-precision auto`: bf16 where the hardware computes it natively (TPU, GPUs from
+    Ampere on, CPUs with AVX512_BF16/AMX), else off. fp16 is never chosen automatically (it
+    needs loss scaling; ask for it on older GPUs)."""
+    kind = device_kind(strategy)
+    if kind == "tpu":
+        return "bf16"
+    if kind == "gpu":
+        return "bf16" if _gpus_have_bf16() else "off"
+    return "bf16" if cpu_has_bf16(cpuinfo) else "off"
+
+
 def set_precision(choice: str, strategy: tf.distribute.Strategy) -> str:
     """Sets the global Keras dtype policy; returns its name.
 
-    `auto` is off (float32) until the performance work decides per device; `bf16` gives
-    `mixed_bfloat16` (TPU, recent CPUs and GPUs; no loss scaling needed), `fp16`
-    `mixed_float16` (GPUs; the model wraps its optimizers in `LossScaleOptimizer`).
+    `auto` is `auto_precision(strategy)`; `bf16` gives `mixed_bfloat16` (float32 master
+    weights; no loss scaling needed), `fp16` `mixed_float16` (GPUs; the model wraps its
+    optimizers in `LossScaleOptimizer`).
     """
-    if choice == "auto":
-        choice = "off"
-    if choice not in POLICIES:
+    if choice not in ("auto", *POLICIES):
         raise InputError(f"unknown mixed precision {choice!r}: auto, off, bf16 or fp16")
+    if choice == "auto":
+        choice = auto_precision(strategy)
+        log.info("mixed precision auto -> %s (%s)", choice, device_kind(strategy))
     policy = POLICIES[choice]
     keras.config.set_dtype_policy(policy)
     log.info("precision: %s", policy)
     return policy
 
 
-def use_xla(choice: str, strategy: tf.distribute.Strategy) -> bool:
-    """Whether to `jit_compile` the train step. `auto` is off for now; on TPU XLA is always on."""
+def auto_xla(strategy: tf.distribute.Strategy, generator: str = "resnet") -> bool:
+    """`--xla auto`, from benchmarks/train_step.py: on for TPU (always XLA) and GPUs; on a CPU
+    on for the ResNet generator (paper preset 1.74x, tiny 2.1x faster steps with XLA on a
+    2-core x86 CPU) and off for the U-Net (Kaggle preset: 2x slower with XLA)."""
+    if device_kind(strategy) in ("tpu", "gpu"):
+        return True
+    return generator == "resnet"
+
+
+def use_xla(choice: str, strategy: tf.distribute.Strategy, generator: str = "resnet") -> bool:
+    """Whether to `jit_compile` the train step (`auto`: `auto_xla`)."""
     if choice not in ("auto", "on", "off"):
         raise InputError(f"unknown --xla {choice!r}: auto, on or off")
-    on = choice == "on"
     replicas = strategy.num_replicas_in_sync
-    if on and replicas > 1 and not isinstance(strategy, tf.distribute.TPUStrategy):
+    several = replicas > 1 and not isinstance(strategy, tf.distribute.TPUStrategy)
+    on = choice == "on" or (choice == "auto" and not several and auto_xla(strategy, generator))
+    if on and several:
         log.warning(
             "XLA with %d replicas under %s is unverified (keras#18145); turning it off",
             replicas, type(strategy).__name__,
         )
         on = False
-    log.info("XLA: %s", "on" if on else "off")
+    log.info("XLA: %s%s", "on" if on else "off", " (auto)" if choice == "auto" else "")
     return on

@@ -174,7 +174,7 @@ def train(
     multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     chief = strategies.is_chief()
     strategies.set_precision(t.mixed_precision, strategy)
-    jit = strategies.use_xla(t.xla, strategy)
+    jit = strategies.use_xla(t.xla, strategy, config.model.generator)
     if t.seed is not None:
         keras.utils.set_random_seed(t.seed)
     steps = t.steps_per_epoch or data.steps_per_epoch(d.photos, d.styles, t.batch_size)

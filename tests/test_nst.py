@@ -66,7 +66,8 @@ def test_weights_from_a_path_are_the_saved_ones(vgg_weights_file, extractor):
 def test_total_loss_decreases(extractor, optimizer):
     content, style = pictures()
     # Adam's first steps (~lr per pixel) roughen a smooth picture; 20 steps undo that
-    config = nst.StyleConfig(steps=20 if optimizer == "adam" else 12, size=64, optimizer=optimizer)
+    config = nst.StyleConfig(steps=20 if optimizer == "adam" else 12, size=64, optimizer=optimizer,
+                             xla=optimizer == "adam")  # XLA tested once: it compiles for seconds
     seen = []
     result = nst.stylize(content, style, config, weights="test", extractor=extractor,
                          progress=lambda done, losses: seen.append(done))
@@ -82,7 +83,7 @@ def test_style_term_alone_moves_the_picture_towards_the_style(extractor):
     """With content and TV weights 0, only VGG19's Gram matrices drive the pixels."""
     content, style = pictures(1)
     config = nst.StyleConfig(steps=8, size=64, content_weight=0, tv_weight=0,
-                             style_weight=1.0, learning_rate=0.05)
+                             style_weight=1.0, learning_rate=0.05, xla=False)
     result = nst.stylize(content, style, config, extractor=extractor)
     first, last = result.losses[0], result.losses[-1]
     assert last["style"] < 0.8 * first["style"], (first, last)
@@ -130,9 +131,9 @@ def test_cli_defaults_match_the_module():
     defaults = nst.StyleConfig()
     args = cli.build_parser().parse_args(["style-transfer", "a", "b", "--out", "c.jpg"])
     assert (args.steps, args.size, args.content_weight, args.style_weight, args.tv_weight,
-            args.optimizer, args.learning_rate) == (
+            args.optimizer, args.learning_rate, args.xla == "on") == (
         defaults.steps, defaults.size, defaults.content_weight, defaults.style_weight,
-        defaults.tv_weight, defaults.optimizer, defaults.learning_rate)
+        defaults.tv_weight, defaults.optimizer, defaults.learning_rate, defaults.xla)
     assert cli.STYLE_MIN_SIDE == nst.MIN_SIDE
 
 

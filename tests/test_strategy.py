@@ -1,0 +1,62 @@
+"""`--mixed-precision auto` and `--xla auto`: what they choose, per device and generator."""
+
+import logging
+
+import keras
+import pytest
+import tensorflow as tf
+
+from ghibli_keras import strategy as strategies
+from ghibli_keras.errors import InputError
+
+INTEL_SPR = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+AMD_ZEN3 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n\nprocessor\t: 1\nflags\t\t: fpu sse2 avx2\n"
+
+
+@pytest.fixture
+def float32_after():
+    yield
+    keras.config.set_dtype_policy("float32")
+
+
+def test_cpu_bf16_detection_reads_the_flags():
+    assert strategies.cpu_has_bf16(INTEL_SPR)
+    assert not strategies.cpu_has_bf16(AMD_ZEN3)
+    assert not strategies.cpu_has_bf16("")
+    assert not strategies.cpu_has_bf16("model name\t: avx512_bf16 in a name is not a flag\n")
+
+
+def test_auto_precision_on_a_cpu():
+    cpu = tf.distribute.get_strategy()
+    assert strategies.device_kind(cpu) == "cpu"
+    assert strategies.auto_precision(cpu, cpuinfo=INTEL_SPR) == "bf16"
+    assert strategies.auto_precision(cpu, cpuinfo=AMD_ZEN3) == "off"
+
+
+def test_set_precision(float32_after):
+    cpu = tf.distribute.get_strategy()
+    expected = "mixed_bfloat16" if strategies.cpu_has_bf16() else "float32"
+    assert strategies.set_precision("auto", cpu) == expected
+    assert strategies.set_precision("bf16", cpu) == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == "mixed_bfloat16"
+    with pytest.raises(InputError, match="'bf32'"):
+        strategies.set_precision("bf32", cpu)
+
+
+def test_auto_xla_follows_the_measurements():
+    cpu = tf.distribute.get_strategy()
+    assert strategies.use_xla("auto", cpu, "resnet")  # 1.7-2.1x faster steps on this CPU
+    assert not strategies.use_xla("auto", cpu, "unet")  # 2x slower
+    assert strategies.use_xla("on", cpu, "unet") and not strategies.use_xla("off", cpu)
+    with pytest.raises(InputError, match="'yes'"):
+        strategies.use_xla("yes", cpu)
+
+
+def test_xla_with_several_cpu_replicas(caplog):
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with caplog.at_level(logging.WARNING, logger="ghibli_keras"):
+        assert not strategies.use_xla("auto", mirrored, "resnet")
+    assert not caplog.records  # auto just chooses off
+    with caplog.at_level(logging.WARNING, logger="ghibli_keras"):
+        assert not strategies.use_xla("on", mirrored, "resnet")
+    assert "unverified" in caplog.text  # asked for, refused aloud
