@@ -31,6 +31,7 @@ def streamlit_command(port: int = DEFAULT_PORT, address: str = "127.0.0.1",
         "--server.port", str(port), "--server.address", address,
         "--server.headless", "true", "--server.maxUploadSize", str(max_upload_mb),
         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+        "--client.toolbarMode", "viewer",
     ]
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
