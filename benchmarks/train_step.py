@@ -79,11 +79,16 @@ def conv_peak(seconds: float = 2.0) -> float:
 
 
 def bf16_supported() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    from ghibli_keras.strategy import cpu_has_bf16
+
+    return cpu_has_bf16()
+
+
+def peak_rss_gib() -> float:
+    """The process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def time_step(config, batch: int, xla: bool, precision: str, steps: int) -> float:
@@ -123,8 +128,9 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, bf16 instructions: "
           f"{'yes' if bf16_supported() else 'no'}; TensorFlow {tf.__version__}, Keras {keras.__version__}")
     print(f"fp32 3x3 convolution peak (best of {len(PEAK_SHAPES)} large shapes): {peak:.1f} GFLOP/s")
+    print("peak RSS: the process's peak resident memory after the row (rows run in order)")
     print(f"{'preset':8} {'batch':>5} {'xla':>4} {'prec':>5} {'s/step':>8} {'img/s':>7} "
-          f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'of peak':>7}")
+          f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'of peak':>7} {'peak RSS':>9}")
     for name in presets:
         config = get_preset(name)
         for batch in map(int, args.batches.split(",")):
@@ -135,7 +141,7 @@ def main() -> None:
                     rate = flops / seconds / 1e9
                     print(f"{name:8} {batch:5d} {xla:>4} {precision:>5} {seconds:8.3f} "
                           f"{2 * batch / seconds:7.1f} {flops / 1e9:10.1f} {rate:8.1f} "
-                          f"{rate / peak:7.2f}", flush=True)
+                          f"{rate / peak:7.2f} {peak_rss_gib():7.2f} GiB", flush=True)
 
 
 if __name__ == "__main__":

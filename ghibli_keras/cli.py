@@ -475,14 +475,11 @@ def ui_command(args: argparse.Namespace) -> tuple[list[str], dict]:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    import subprocess
-
     command, env = ui_command(args)
     print(f"ghibli-keras UI on http://{args.address}:{args.port} (Ctrl-C stops it)", flush=True)
-    try:
-        return subprocess.call(command, env=env)
-    except KeyboardInterrupt:
-        return 0
+    # Become the server, so signals (Ctrl-C, a service manager's SIGTERM) reach it directly.
+    os.execve(command[0], command, env)
+    return 0  # not reached
 
 
 class _Parser(argparse.ArgumentParser):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -116,6 +117,9 @@ class Translator:
                 raise InputError(f"{model}: neither a workdir with model.keras nor a SavedModel")
         if not path.is_file():
             raise InputError(f"{model}: no such file or folder")
+        if not zipfile.is_zipfile(path):  # Keras would say "File not found" of a corrupt file
+            raise InputError(f"{path}: not a .keras model (a .keras file is a zip archive; this "
+                             f"one is damaged or something else)")
         try:
             loaded = keras.models.load_model(path, compile=False)
         except Exception as e:  # Keras raises ValueError, OSError, zipfile errors...

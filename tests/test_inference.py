@@ -123,6 +123,14 @@ def test_translator_sources_and_directions(trained_workdir, exported, rng):
         inference.Translator.load(trained_workdir / "nope.keras")
 
 
+def test_a_damaged_keras_file_is_named_as_such(tmp_path):
+    damaged = tmp_path / "model.keras"
+    damaged.write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(InputError) as error:
+        inference.Translator.load(damaged)
+    assert "not a .keras model" in str(error.value) and "File not found" not in str(error.value)
+
+
 # ------------------------------------------------------------------------------ export
 
 
