@@ -107,7 +107,8 @@ def time_step(config, batch: int, xla: bool, precision: str, steps: int) -> floa
             def on_train_batch_end(self, b, logs=None):
                 times.append(time.perf_counter())
 
-        model.fit(data, steps_per_epoch=steps + 2, epochs=1, verbose=0, callbacks=[Clock()])
+        model.fit(data, steps_per_epoch=steps + 2, epochs=1, verbose=0, callbacks=[Clock()],
+                  shuffle=False)
         return float(np.median(np.diff(times[1:])))  # after the first (compiling) step
     finally:
         keras.config.set_dtype_policy("float32")

@@ -1,0 +1,147 @@
+"""Where a training step's time goes: each convolution of the generator and discriminator
+timed alone, beside the whole networks and the whole step, all against this machine's fp32
+3×3-convolution peak measured in the same process.
+
+    python benchmarks/profile_step.py [--quick] [--preset paper] [--xla on|off] [--batch 1]
+
+For every distinct convolution shape of G and D (e.g. the 18 residual-block convolutions of
+the paper generator share one shape) it times forward + both gradients, XLA-compiled like the
+step, and prints FLOPs, GFLOP/s, the fraction of the peak and the share of the network's
+convolution time. Then G and D as a whole (forward + gradients), so the difference is what the
+non-convolution layers (instance norm, reflection padding, activations) cost, and the
+predicted step (6 G/F passes, 6 D passes as the step runs them) against the measured one:
+the remainder is the optimizers, the image pool and the loss arithmetic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from ghibli_keras import models  # noqa: E402
+from ghibli_keras.config import get_preset  # noqa: E402
+from train_step import conv_peak, peak_rss_gib, step_flops, time_step  # noqa: E402
+
+CONVS = (keras.layers.Conv2D, keras.layers.Conv2DTranspose)
+
+
+def timed(fn, seconds: float) -> float:
+    """Median seconds of `fn()` over about `seconds`, after one call that compiles."""
+    fn()
+    times, start = [], time.perf_counter()
+    while time.perf_counter() - start < seconds or len(times) < 3:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def train_pass(net_fn, variables, x, xla: bool):
+    """forward + gradients for the inputs and the variables, like a training step."""
+
+    @tf.function(jit_compile=xla)
+    def run():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = net_fn(x)
+            loss = tf.reduce_mean(tf.cast(y, tf.float32))
+        grads = tape.gradient(loss, [x, *variables])
+        return tf.add_n([tf.reduce_sum(g) for g in grads])  # one scalar back to the host
+
+    return lambda: run().numpy()
+
+
+def conv_table(net: keras.Model, size: int, batch: int, xla: bool, seconds: float):
+    """[(description, count, forward FLOPs each, seconds each)] for each distinct conv shape."""
+    convs = [l for l in net.layers if isinstance(l, CONVS)]
+    probe = keras.Model(net.inputs, [l.input for l in convs])
+    inputs = probe([np.zeros((1, size, size, 3), "float32")])
+    inputs = inputs if isinstance(inputs, list) else [inputs]
+    groups = collections.OrderedDict()
+    for layer, i in zip(convs, inputs):
+        key = (type(layer).__name__, tuple(i.shape[1:]), layer.filters, layer.kernel_size, layer.strides)
+        groups.setdefault(key, []).append(layer)
+    rows = []
+    for (kind, shape, filters, kernel, strides), layers in groups.items():
+        layer = type(layers[0]).from_config(layers[0].get_config())
+        x = tf.random.uniform((batch, *shape))
+        layer.build(x.shape)
+        out = layer(x)
+        positions = shape[0] * shape[1] if kind == "Conv2DTranspose" else out.shape[1] * out.shape[2]
+        flops = 2.0 * batch * positions * kernel[0] * kernel[1] * shape[2] * filters
+        t = timed(train_pass(layer, layer.trainable_variables, x, xla), seconds)
+        short = "convT" if kind == "Conv2DTranspose" else "conv"
+        desc = f"{short} {kernel[0]}x{kernel[1]}/{strides[0]} {shape[0]}x{shape[1]}x{shape[2]}->{filters}"
+        rows.append((desc, len(layers), flops, t))
+    return rows
+
+
+def network_time(net: keras.Model, size: int, batch: int, xla: bool, seconds: float) -> float:
+    x = tf.random.uniform((batch, size, size, 3), -1, 1)
+    return timed(train_pass(lambda v: net(v, training=True), net.trainable_variables, x, xla), seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny preset, 1 s per measurement")
+    parser.add_argument("--preset", default="paper")
+    parser.add_argument("--xla", choices=["on", "off"], default="on")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=4.0, help="per measurement (4)")
+    args = parser.parse_args()
+    preset = "tiny" if args.quick else args.preset
+    seconds = 1.0 if args.quick else args.seconds
+    xla = args.xla == "on"
+    config = get_preset(preset)
+    size, batch = config.data.image_size, args.batch
+    peak = conv_peak()
+    print(f"{preset} preset, {size}x{size}, batch {batch}, XLA {args.xla}, fp32; "
+          f"3x3 convolution peak {peak:.1f} GFLOP/s")
+    nets = models.build_networks(config.model)
+    totals = {}
+    for name in ("generator_g", "discriminator_x"):
+        net = nets[name]
+        rows = conv_table(net, size, batch, xla, seconds)
+        conv_total = sum(count * t for _, count, _, t in rows)
+        print(f"\n{name}: convolutions, forward + gradients")
+        print(f"  {'layer':40} {'n':>3} {'GFLOP':>7} {'ms':>8} {'GFLOP/s':>8} {'of peak':>7} {'share':>6}")
+        for desc, count, flops, t in rows:
+            rate = 3 * flops / t / 1e9
+            print(f"  {desc:40} {count:3d} {3 * flops / 1e9:7.2f} {1e3 * t:8.1f} {rate:8.1f} "
+                  f"{rate / peak:7.2f} {count * t / conv_total:6.1%}")
+        whole = network_time(net, size, batch, xla, seconds)
+        flops = sum(3 * count * f for _, count, f, _ in rows)
+        print(f"  sum of the convolutions alone: {conv_total:.3f} s ({flops / conv_total / 1e9:.1f} GFLOP/s, "
+              f"{flops / conv_total / 1e9 / peak:.2f} of peak)")
+        print(f"  the whole network:             {whole:.3f} s ({flops / whole / 1e9:.1f} GFLOP/s, "
+              f"{flops / whole / 1e9 / peak:.2f} of peak); non-convolution layers "
+              f"{(whole - conv_total) / whole:.0%} of it")
+        totals[name] = whole
+    step = time_step(config, batch, xla, "off", steps=2 if args.quick else 3)
+    # The step's passes: G and F run 6 times in all with the identity loss (4 without), each a
+    # full train pass. The discriminators run 2 times in the generator update (forward + input
+    # gradients) and 4 times in their own (forward + weight gradients): 12 forwards, i.e. about
+    # 4 train passes (forward + both gradients = 3 forwards).
+    passes_g = 6 if config.train.lambda_identity > 0 else 4
+    predicted = passes_g * totals["generator_g"] + 4 * totals["discriminator_x"]
+    print(f"\nwhole step: {step:.3f} s measured ({step_flops(config, batch) / step / 1e9:.1f} GFLOP/s, "
+          f"{step_flops(config, batch) / step / 1e9 / peak:.2f} of peak); the networks' passes "
+          f"predict {predicted:.3f} s, so {max(step - predicted, 0) / step:.0%} is the rest "
+          f"(optimizers, pool, losses)")
+    print(f"peak resident memory: {peak_rss_gib():.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()
