@@ -393,7 +393,6 @@ def check_vgg_weights(weights: Optional[str]) -> None:
                          f"top, vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5)")
 
 
-PICTURE_OUT_SUFFIXES = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
 STYLE_MIN_SIDE = 32  # nst.MIN_SIDE
 
 
@@ -401,7 +400,7 @@ def cmd_style_transfer(args: argparse.Namespace) -> int:
     from . import images
 
     out = Path(args.out)
-    if out.suffix.lower() not in PICTURE_OUT_SUFFIXES:
+    if out.suffix.lower() not in images.WRITE_FORMATS:
         raise InputError(f"--out {args.out!r}: name a .jpg, .jpeg or .png file")
     if out.is_dir():
         raise InputError(f"--out {args.out!r} is a folder; name a .jpg or .png file")
@@ -417,7 +416,6 @@ def cmd_style_transfer(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from . import nst
-    from .files import atomic_path
 
     weights = args.vgg_weights or nst.default_weights()
     if weights == "random":
@@ -439,11 +437,7 @@ def cmd_style_transfer(args: argparse.Namespace) -> int:
         result = nst.stylize(content, style, config, weights=weights, extractor=extractor,
                              progress=progress)
     seconds = time.perf_counter() - start
-    with atomic_path(out) as tmp:
-        from PIL import Image
-
-        fmt = PICTURE_OUT_SUFFIXES[out.suffix.lower()]
-        Image.fromarray(result.image).save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    images.write_image(result.image, out)
     first, last = result.losses[0], result.losses[-1]
     print("loss      " + "".join(f"{k:>12}" for k in nst.LOSS_NAMES))
     print("start     " + "".join(f"{first[k]:12.5g}" for k in nst.LOSS_NAMES))

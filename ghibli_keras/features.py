@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from . import data, images
 from .errors import InputError
-from .files import atomic_path
+from .files import atomic_path, keras_cache_path
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +102,7 @@ class FeatureExtractor:
 
 def keras_weights_cache_path() -> Path:
     """Where `keras.applications` keeps the downloaded InceptionV3 weights."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return Path(home) / "models" / KERAS_WEIGHTS_FILE
+    return keras_cache_path(KERAS_WEIGHTS_FILE)
 
 
 def default_weights() -> str:

@@ -1,4 +1,5 @@
-"""Writing files so a reader never sees half of one: write to a temporary name, then rename."""
+"""Files: writing so a reader never sees half of one (a temporary name, then rename), and
+where Keras caches downloaded weights."""
 
 from __future__ import annotations
 
@@ -26,3 +27,10 @@ def atomic_path(path):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def keras_cache_path(filename: str) -> Path:
+    """Where `keras.applications` keeps a downloaded weights file: `$KERAS_HOME/models/`
+    (default `~/.keras/models/`)."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home) / "models" / filename

@@ -27,12 +27,19 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
+from .files import atomic_path
 
 #: File suffixes read when a folder is scanned (lower case).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 #: File suffixes of TFRecord shards.
 TFRECORD_SUFFIXES = (".tfrec", ".tfrecord", ".tfrecords")
+
+#: JPEG quality of the pictures this package writes.
+JPEG_QUALITY = 95
+
+#: Pillow format of each picture suffix this package writes.
+WRITE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
 
 #: Default pixel limit (width × height): 100 megapixels.
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -250,3 +257,52 @@ def resize_and_center_crop(image: np.ndarray, size: int) -> np.ndarray:
     left, top = (new_w - size) // 2, (new_h - size) // 2
     img = img.crop((left, top, left + size, top + size))
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+
+
+def resize_longer_side(image: np.ndarray, side: int, *, enlarge: bool = True) -> np.ndarray:
+    """Resizes (Lanczos) so the longer side is `side` pixels, keeping the aspect ratio.
+
+    Args:
+        image: uint8 `(H, W, 3)`.
+        side: the longer side wanted, positive.
+        enlarge: when False, a picture whose longer side is already at most `side` is returned
+            as it is (shrink only).
+
+    Returns:
+        uint8 `(H', W', 3)` with `max(H', W') == side` (or the input, unchanged).
+
+    >>> resize_longer_side(np.zeros((300, 400, 3), np.uint8), 100).shape
+    (75, 100, 3)
+    """
+    if side <= 0:
+        raise ValueError(f"side must be positive, got {side}")
+    height, width = image.shape[:2]
+    longer = max(height, width)
+    if longer == side or (not enlarge and longer < side):
+        return image
+    scale = side / longer
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
+
+
+def encode_image(image: np.ndarray, fmt: str = "JPEG", quality: int = JPEG_QUALITY) -> bytes:
+    """uint8 `(H, W, 3)` -> the bytes of a JPEG (at `quality`) or PNG file (`fmt`: Pillow's name)."""
+    if fmt not in ("JPEG", "PNG"):
+        raise ValueError(f"fmt must be 'JPEG' or 'PNG', got {fmt!r}")
+    buffer = io.BytesIO()
+    options = {"quality": quality} if fmt == "JPEG" else {}
+    Image.fromarray(image).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def write_image(image: np.ndarray, path: Union[str, Path]) -> None:
+    """Writes uint8 `(H, W, 3)` to `path` (format from its suffix: see `WRITE_FORMATS`),
+    through a temporary name so no half-written file is ever left."""
+    path = Path(path)
+    fmt = WRITE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(f"{path}: cannot write a {path.suffix or 'suffix-less'} picture; "
+                         f"use one of {', '.join(WRITE_FORMATS)}")
+    data = encode_image(image, fmt)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)

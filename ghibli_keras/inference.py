@@ -28,7 +28,6 @@ import tensorflow as tf
 from . import images
 from .callbacks import to_uint8
 from .errors import InputError
-from .files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -220,27 +219,6 @@ class TranslateReport:
         return "\n".join(lines)
 
 
-def _max_side(image: np.ndarray, max_side: Optional[int]) -> np.ndarray:
-    h, w = image.shape[:2]
-    if not max_side or max(h, w) <= max_side:
-        return image
-    from PIL import Image
-
-    scale = max_side / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
-
-
-def _save(image: np.ndarray, path: Path, fmt: str) -> None:
-    from PIL import Image
-
-    with atomic_path(path) as tmp:
-        if fmt == "jpg":
-            Image.fromarray(image).save(tmp, format="JPEG", quality=95)
-        else:
-            Image.fromarray(image).save(tmp, format="PNG")
-
-
 def translate_files(
     translator: Translator,
     inputs: Sequence[str],
@@ -273,20 +251,22 @@ def translate_files(
         batch = np.stack([to_unit(p) for p, _ in group])
         outputs = translator(batch)
         for (_, dst), out in zip(group, outputs):
-            _save(to_uint8(out), dst, fmt)
+            images.write_image(to_uint8(out), dst)
             report.written.append(dst)
 
     with tqdm(total=len(pairs), desc="translating", unit="img", disable=not progress) as bar:
         for src, dst in pairs:
             try:
-                picture = _max_side(images.read_image(src), max_side)
+                picture = images.read_image(src)
+                if max_side:
+                    picture = images.resize_longer_side(picture, max_side, enlarge=False)
             except images.ImageReadError as e:
                 report.skipped.append((src, e.reason))
                 bar.update(1)
                 continue
             h, w = picture.shape[:2]
             if tile and max(h, w) > tile:
-                _save(translate_image(translator, picture, tile, overlap), dst, fmt)
+                images.write_image(translate_image(translator, picture, tile, overlap), dst)
                 report.written.append(dst)
             else:
                 pending.setdefault((h, w), []).append((picture, dst))

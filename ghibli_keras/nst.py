@@ -34,7 +34,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from . import images
 from .errors import InputError
+from .files import keras_cache_path
 
 CONTENT_LAYERS = ("block5_conv2",)
 STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
@@ -99,8 +101,7 @@ class StyleResult:
 
 def keras_weights_cache_path() -> Path:
     """Where `keras.applications` keeps the downloaded VGG19 weights."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return Path(home) / "models" / VGG_WEIGHTS_FILE
+    return keras_cache_path(VGG_WEIGHTS_FILE)
 
 
 def default_weights() -> str:
@@ -209,15 +210,7 @@ def to_unit(image: np.ndarray) -> tf.Tensor:
 
 def fit_size(image: np.ndarray, size: Optional[int]) -> np.ndarray:
     """Resize (Lanczos) so the longer side is `size`; None keeps it. Sides stay >= MIN_SIDE."""
-    h, w = image.shape[:2]
-    if size is None or max(h, w) == size:
-        out = image
-    else:
-        from PIL import Image
-
-        scale = size / max(h, w)
-        new = (max(1, round(w * scale)), max(1, round(h * scale)))
-        out = np.asarray(Image.fromarray(image).resize(new, Image.Resampling.LANCZOS))
+    out = image if size is None else images.resize_longer_side(image, size)
     if min(out.shape[:2]) < MIN_SIDE:
         raise InputError(f"a {out.shape[1]}x{out.shape[0]} picture is too small for VGG19: "
                          f"each side needs at least {MIN_SIDE} pixels (raise the size)")

@@ -7,7 +7,6 @@ page also runs under `streamlit.testing.v1.AppTest`.
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
@@ -49,30 +48,11 @@ def read_upload(upload, what: str, max_pixels: int):
         return None
 
 
-def shrink(image: np.ndarray, side: int) -> np.ndarray:
-    h, w = image.shape[:2]
-    if max(h, w) <= side:
-        return image
-    from PIL import Image
-
-    scale = side / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
-
-
-def encode_jpeg(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=95)
-    return buffer.getvalue()
-
-
 def run_cyclegan(photo: np.ndarray, model: str, side: int) -> tuple[np.ndarray, str]:
     from ghibli_keras import inference
 
     translator = load_translator(model)
-    photo = shrink(photo, side)
+    photo = images.resize_longer_side(photo, side, enlarge=False)
     bar = st.progress(0.0, text="Translating…")
     result = inference.translate_image(
         translator, photo,
@@ -151,7 +131,7 @@ def main() -> None:
                    alt="original")
         right.image(st.session_state["result"], caption=st.session_state["how"], width="stretch",
                     alt="result")
-        st.download_button("Download the result", encode_jpeg(st.session_state["result"]),
+        st.download_button("Download the result", images.encode_image(st.session_state["result"]),
                            file_name=st.session_state["download_name"], mime="image/jpeg",
                            key="download")
 

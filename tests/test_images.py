@@ -203,3 +203,39 @@ def test_resize_and_center_crop(rng):
     assert out.shape == (32, 32, 3) and out.dtype == np.uint8
     with pytest.raises(ValueError, match="positive"):
         images.resize_and_center_crop(out, 0)
+
+
+def test_resize_longer_side(rng):
+    image = smooth_image(rng, 60, 90)  # (H, W) = (60, 90)
+    assert images.resize_longer_side(image, 30).shape == (20, 30, 3)
+    assert images.resize_longer_side(image, 180).shape == (120, 180, 3)
+    assert images.resize_longer_side(image, 180, enlarge=False) is image
+    assert images.resize_longer_side(image, 90) is image
+    assert images.resize_longer_side(np.zeros((1, 500, 3), np.uint8), 50).shape == (1, 50, 3)
+    with pytest.raises(ValueError, match="positive, got 0"):
+        images.resize_longer_side(image, 0)
+
+
+@pytest.mark.parametrize("name,fmt", [("a.jpg", "JPEG"), ("b.JPEG", "JPEG"), ("c.png", "PNG")])
+def test_write_image_by_suffix(tmp_path, rng, name, fmt):
+    image = smooth_image(rng, 20, 30)
+    images.write_image(image, tmp_path / "out" / name)
+    with Image.open(tmp_path / "out" / name) as img:
+        assert img.format == fmt and img.size == (30, 20)
+    back = read_image(tmp_path / "out" / name)
+    assert np.abs(back.astype(int) - image).mean() < (3 if fmt == "JPEG" else 1e-9)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [name]  # no temporary left
+
+
+def test_write_image_refuses_unknown_suffix(tmp_path, rng):
+    with pytest.raises(images.InputError, match=r"x\.gif: cannot write a \.gif picture"):
+        images.write_image(smooth_image(rng, 4, 4), tmp_path / "x.gif")
+    assert not list(tmp_path.iterdir())
+
+
+def test_encode_image_quality():
+    noisy = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    assert len(images.encode_image(noisy, quality=30)) < len(images.encode_image(noisy))
+    assert images.encode_image(noisy, "PNG").startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match="'GIF'"):
+        images.encode_image(noisy, "GIF")
