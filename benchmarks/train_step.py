@@ -2,11 +2,14 @@
 
     python benchmarks/train_step.py [--quick] [--presets tiny,paper] [--batches 1,4]
                                     [--xla off,on] [--precision off,bf16] [--steps 5]
+                                    [--spe 1,20]
 
 For each combination it builds the preset's CycleGAN (synthetic data at the preset's crop
 size), times `fit` steps after the first (compilation) and prints seconds per step, images/s
 (photos + styles) and the achieved GFLOP/s from an analytic count of the step's convolution
 FLOPs, as a fraction of the fp32 rate of a large 3x3 convolution measured in the same process.
+With several `--spe` values (`steps_per_execution`: steps run per call from Python) it also
+prints how much faster each is than the first: the per-step Python and dispatch overhead.
 
 Analytic count: a convolution is 2·H_out·W_out·k²·C_in·C_out FLOPs per image (a transposed one
 2·H_in·W_in·k²·C_in·C_out); a trained network costs 3× its forward pass (forward, input
@@ -91,14 +94,15 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def time_step(config, batch: int, xla: bool, precision: str, steps: int) -> float:
+def time_step(config, batch: int, xla: bool, precision: str, steps: int, spe: int = 1) -> float:
+    """Median seconds per step, `steps` executions of `spe` steps after the compiling one."""
     keras.config.set_dtype_policy({"off": "float32", "bf16": "mixed_bfloat16"}[precision])
     try:
         size = config.data.image_size
         model = CycleGAN(**models.build_networks(config.model), pool_size=config.train.pool_size,
                          image_size=size)
         model.compile(lambda_identity=config.train.lambda_identity, gan_loss=config.train.gan_loss,
-                      jit_compile=xla)
+                      jit_compile=xla, steps_per_execution=spe)
         x = tf.random.uniform([batch, size, size, 3], -1, 1)
         data = tf.data.Dataset.from_tensors((x, x)).repeat()
         times = []
@@ -107,9 +111,9 @@ def time_step(config, batch: int, xla: bool, precision: str, steps: int) -> floa
             def on_train_batch_end(self, b, logs=None):
                 times.append(time.perf_counter())
 
-        model.fit(data, steps_per_epoch=steps + 2, epochs=1, verbose=0, callbacks=[Clock()],
-                  shuffle=False)
-        return float(np.median(np.diff(times[1:])))  # after the first (compiling) step
+        model.fit(data, steps_per_epoch=(steps + 2) * spe, epochs=1, verbose=0,
+                  callbacks=[Clock()], shuffle=False)  # Clock ticks once per execution
+        return float(np.median(np.diff(times[1:]))) / spe  # after the first (compiling) one
     finally:
         keras.config.set_dtype_policy("float32")
 
@@ -122,15 +126,20 @@ def main() -> None:
     parser.add_argument("--xla", default="off,on")
     parser.add_argument("--precision", default="off,bf16")
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--spe", default="1", help="steps_per_execution values, e.g. 1,20")
     args = parser.parse_args()
     presets = ["tiny"] if args.quick else args.presets.split(",")
     steps = 3 if args.quick else args.steps
     peak = conv_peak()
+    # The first measurement in a process runs slow (allocator and thread-pool warm-up: up to
+    # 1.5x here), which would bias whichever row comes first: one throwaway run first.
+    time_step(get_preset(presets[0]), int(args.batches.split(",")[0]), args.xla.split(",")[0] == "on",
+              args.precision.split(",")[0], 2)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, bf16 instructions: "
           f"{'yes' if bf16_supported() else 'no'}; TensorFlow {tf.__version__}, Keras {keras.__version__}")
     print(f"fp32 3x3 convolution peak (best of {len(PEAK_SHAPES)} large shapes): {peak:.1f} GFLOP/s")
     print("peak RSS: the process's peak resident memory after the row (rows run in order)")
-    print(f"{'preset':8} {'batch':>5} {'xla':>4} {'prec':>5} {'s/step':>8} {'img/s':>7} "
+    print(f"{'preset':8} {'batch':>5} {'xla':>4} {'prec':>5} {'spe':>4} {'s/step':>8} {'img/s':>7} "
           f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'of peak':>7} {'peak RSS':>9}")
     for name in presets:
         config = get_preset(name)
@@ -138,11 +147,15 @@ def main() -> None:
             flops = step_flops(config, batch)
             for xla in args.xla.split(","):
                 for precision in args.precision.split(","):
-                    seconds = time_step(config, batch, xla == "on", precision, steps)
-                    rate = flops / seconds / 1e9
-                    print(f"{name:8} {batch:5d} {xla:>4} {precision:>5} {seconds:8.3f} "
-                          f"{2 * batch / seconds:7.1f} {flops / 1e9:10.1f} {rate:8.1f} "
-                          f"{rate / peak:7.2f} {peak_rss_gib():7.2f} GiB", flush=True)
+                    first = None  # (spe, seconds) of the first --spe value
+                    for spe in map(int, args.spe.split(",")):
+                        seconds = time_step(config, batch, xla == "on", precision, steps, spe)
+                        rate = flops / seconds / 1e9
+                        gain = "" if first is None else f"  {first[1] / seconds:.2f}x as fast as spe {first[0]}"
+                        first = first or (spe, seconds)
+                        print(f"{name:8} {batch:5d} {xla:>4} {precision:>5} {spe:4d} {seconds:8.3f} "
+                              f"{2 * batch / seconds:7.1f} {flops / 1e9:10.1f} {rate:8.1f} "
+                              f"{rate / peak:7.2f} {peak_rss_gib():7.2f} GiB{gain}", flush=True)
 
 
 if __name__ == "__main__":

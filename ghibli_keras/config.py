@@ -65,7 +65,7 @@ class TrainConfig:
     strategy: str = "auto"  # auto | cpu | gpu | mirrored | tpu | multiworker
     mixed_precision: str = "auto"  # auto | off | bf16 | fp16
     xla: str = "auto"  # auto | on | off
-    steps_per_execution: int = 1
+    steps_per_execution: int = 1  # steps per call from Python (lowered to divide an epoch)
     seed: Optional[int] = None  # repeatable data order, augmentation and initialisation
     metrics_every: int = 0  # KID (and FID) of G(held-out photos) every N epochs; 0: never
     inception_weights: Optional[str] = None  # for those metrics: "imagenet" or a path

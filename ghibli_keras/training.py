@@ -72,6 +72,22 @@ def resolve_workdir_config(config: Config, workdir: Path) -> Config:
     return config
 
 
+def steps_per_execution(wanted: int, steps_per_epoch: int) -> int:
+    """The largest divisor of `steps_per_epoch` that is at most `wanted`.
+
+    Keras runs whole executions, so an epoch of 3 steps at 20 steps per execution would run
+    20 steps (and the learning-rate schedule and the step counts would drift).
+
+    >>> steps_per_execution(20, 100), steps_per_execution(20, 50), steps_per_execution(20, 3)
+    (20, 10, 3)
+    """
+    best = next(k for k in range(min(wanted, steps_per_epoch), 0, -1) if steps_per_epoch % k == 0)
+    if best != wanted:
+        log.info("steps per execution %d -> %d (a divisor of %d steps per epoch)",
+                 wanted, best, steps_per_epoch)
+    return best
+
+
 def build_model(config: Config, steps_per_epoch: int, jit_compile: bool = False) -> CycleGAN:
     """The compiled CycleGAN of a config. Call inside `strategy.scope()`."""
     t = config.train
@@ -88,7 +104,7 @@ def build_model(config: Config, steps_per_epoch: int, jit_compile: bool = False)
         lambda_cycle=t.lambda_cycle,
         lambda_identity=t.lambda_identity,
         warmup_steps=t.warmup_steps,
-        steps_per_execution=t.steps_per_execution,
+        steps_per_execution=steps_per_execution(t.steps_per_execution, steps_per_epoch),
         jit_compile=jit_compile,
     )
     return model

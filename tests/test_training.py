@@ -134,7 +134,7 @@ def test_train_command_prints_keras_progress(tmp_path, capsys):
     rc = cli.main([
         "train", "--preset", "tiny", "--photos", f"{SAMPLE}/photo", "--styles", f"{SAMPLE}/ghibli",
         "--workdir", str(tmp_path / "w"), "--epochs", "2", "--steps-per-epoch", "1",
-        "--batch-size", "2", "--image-size", "32", "--xla", "off",
+        "--batch-size", "2", "--image-size", "32", "--xla", "off", "--steps-per-execution", "3",
     ])
     out = capsys.readouterr().out
     assert rc == 0 and "Epoch 1/2" in out and "Epoch 2/2" in out
@@ -142,3 +142,28 @@ def test_train_command_prints_keras_progress(tmp_path, capsys):
     saved = json.loads((tmp_path / "w" / "config.json").read_text())
     assert saved["data"]["image_size"] == 32 and saved["data"]["load_size"] == 36
     assert saved["data"]["heldout_photos"] is None
+    assert saved["train"]["steps_per_execution"] == 3  # kept as asked; lowered to 1 when fitting
+
+
+def test_steps_per_execution_divides_the_epoch():
+    assert [training.steps_per_execution(w, n) for w, n in [(20, 100), (20, 50), (20, 3), (1, 7), (4, 7)]] \
+        == [20, 10, 3, 1, 1]
+
+
+def test_several_steps_per_execution_run_exactly_the_epochs_steps():
+    import tensorflow as tf
+
+    config = tiny_test_config(**{"train.steps_per_execution": 4})
+    model = training.build_model(config, steps_per_epoch=6)
+    assert model.steps_per_execution == 3  # 4 would run 8 steps per epoch of 6
+    batch = tf.random.uniform((2, 32, 32, 3), -1, 1)
+    model.fit(tf.data.Dataset.from_tensors((batch, batch)).repeat(), epochs=2, steps_per_epoch=6,
+              verbose=0)
+    assert {k: int(o.iterations) for k, o in model.optimizers.items()} == \
+        {"g": 12, "f": 12, "d_x": 12, "d_y": 12}
+
+
+def test_steps_per_execution_must_be_positive(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["train", "--workdir", "w", "--steps-per-execution", "0"])
+    assert stop.value.code == 2 and "--steps-per-execution" in capsys.readouterr().err
