@@ -3,6 +3,7 @@ timed alone, beside the whole networks and the whole step, all against this mach
 3×3-convolution peak measured in the same process.
 
     python benchmarks/profile_step.py [--quick] [--preset paper] [--xla on|off] [--batch 1]
+    python benchmarks/profile_step.py --forward [--size 1024] [--batch 4]   # what translate runs
 
 For every distinct convolution shape of G and D (e.g. the 18 residual-block convolutions of
 the paper generator share one shape) it times forward + both gradients, XLA-compiled like the
@@ -11,6 +12,9 @@ convolution time. Then G and D as a whole (forward + gradients), so the differen
 non-convolution layers (instance norm, reflection padding, activations) cost, and the
 predicted step (6 G/F passes, 6 D passes as the step runs them) against the measured one:
 the remainder is the optimizers, the image pool and the loss arithmetic.
+
+`--forward` profiles inference instead: the generator's forward pass alone (convolutions and
+the whole network), at `--size` (the preset's crop by default), no discriminator, no step.
 """
 
 from __future__ import annotations
@@ -63,7 +67,17 @@ def train_pass(net_fn, variables, x, xla: bool):
     return lambda: run().numpy()
 
 
-def conv_table(net: keras.Model, size: int, batch: int, xla: bool, seconds: float):
+def forward_pass(net_fn, variables, x, xla: bool):
+    """the forward pass alone, as inference runs it."""
+
+    @tf.function(jit_compile=xla)
+    def run():
+        return tf.reduce_sum(tf.cast(net_fn(x), tf.float32))  # one scalar back to the host
+
+    return lambda: run().numpy()
+
+
+def conv_table(net: keras.Model, size: int, batch: int, xla: bool, seconds: float, pass_fn=train_pass):
     """[(description, count, forward FLOPs each, seconds each)] for each distinct conv shape."""
     convs = [l for l in net.layers if isinstance(l, CONVS)]
     probe = keras.Model(net.inputs, [l.input for l in convs])
@@ -81,16 +95,18 @@ def conv_table(net: keras.Model, size: int, batch: int, xla: bool, seconds: floa
         out = layer(x)
         positions = shape[0] * shape[1] if kind == "Conv2DTranspose" else out.shape[1] * out.shape[2]
         flops = 2.0 * batch * positions * kernel[0] * kernel[1] * shape[2] * filters
-        t = timed(train_pass(layer, layer.trainable_variables, x, xla), seconds)
+        t = timed(pass_fn(layer, layer.trainable_variables, x, xla), seconds)
         short = "convT" if kind == "Conv2DTranspose" else "conv"
         desc = f"{short} {kernel[0]}x{kernel[1]}/{strides[0]} {shape[0]}x{shape[1]}x{shape[2]}->{filters}"
         rows.append((desc, len(layers), flops, t))
     return rows
 
 
-def network_time(net: keras.Model, size: int, batch: int, xla: bool, seconds: float) -> float:
+def network_time(net: keras.Model, size: int, batch: int, xla: bool, seconds: float,
+                 pass_fn=train_pass) -> float:
     x = tf.random.uniform((batch, size, size, 3), -1, 1)
-    return timed(train_pass(lambda v: net(v, training=True), net.trainable_variables, x, xla), seconds)
+    training = pass_fn is train_pass
+    return timed(pass_fn(lambda v: net(v, training=training), net.trainable_variables, x, xla), seconds)
 
 
 def main() -> None:
@@ -100,35 +116,43 @@ def main() -> None:
     parser.add_argument("--xla", choices=["on", "off"], default="on")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=4.0, help="per measurement (4)")
+    parser.add_argument("--forward", action="store_true",
+                        help="profile the generator's forward pass (inference) instead of the step")
+    parser.add_argument("--size", type=int, help="picture side (the preset's crop)")
     args = parser.parse_args()
     preset = "tiny" if args.quick else args.preset
     seconds = 1.0 if args.quick else args.seconds
     xla = args.xla == "on"
     config = get_preset(preset)
-    size, batch = config.data.image_size, args.batch
+    size, batch = args.size or config.data.image_size, args.batch
     peak = conv_peak()
     print(f"{preset} preset, {size}x{size}, batch {batch}, XLA {args.xla}, fp32; "
           f"3x3 convolution peak {peak:.1f} GFLOP/s")
     nets = models.build_networks(config.model)
     totals = {}
-    for name in ("generator_g", "discriminator_x"):
+    pass_fn, passes, what = ((forward_pass, 1, "forward") if args.forward
+                             else (train_pass, 3, "forward + gradients"))
+    for name in ("generator_g",) if args.forward else ("generator_g", "discriminator_x"):
         net = nets[name]
-        rows = conv_table(net, size, batch, xla, seconds)
+        rows = conv_table(net, size, batch, xla, seconds, pass_fn)
         conv_total = sum(count * t for _, count, _, t in rows)
-        print(f"\n{name}: convolutions, forward + gradients")
+        print(f"\n{name}: convolutions, {what}")
         print(f"  {'layer':40} {'n':>3} {'GFLOP':>7} {'ms':>8} {'GFLOP/s':>8} {'of peak':>7} {'share':>6}")
         for desc, count, flops, t in rows:
-            rate = 3 * flops / t / 1e9
-            print(f"  {desc:40} {count:3d} {3 * flops / 1e9:7.2f} {1e3 * t:8.1f} {rate:8.1f} "
+            rate = passes * flops / t / 1e9
+            print(f"  {desc:40} {count:3d} {passes * flops / 1e9:7.2f} {1e3 * t:8.1f} {rate:8.1f} "
                   f"{rate / peak:7.2f} {count * t / conv_total:6.1%}")
-        whole = network_time(net, size, batch, xla, seconds)
-        flops = sum(3 * count * f for _, count, f, _ in rows)
+        whole = network_time(net, size, batch, xla, seconds, pass_fn)
+        flops = sum(passes * count * f for _, count, f, _ in rows)
         print(f"  sum of the convolutions alone: {conv_total:.3f} s ({flops / conv_total / 1e9:.1f} GFLOP/s, "
               f"{flops / conv_total / 1e9 / peak:.2f} of peak)")
         print(f"  the whole network:             {whole:.3f} s ({flops / whole / 1e9:.1f} GFLOP/s, "
               f"{flops / whole / 1e9 / peak:.2f} of peak); non-convolution layers "
               f"{(whole - conv_total) / whole:.0%} of it")
         totals[name] = whole
+    if args.forward:
+        print(f"\npeak resident memory: {peak_rss_gib():.2f} GiB")
+        return
     step = time_step(config, batch, xla, "off", steps=2 if args.quick else 3)
     # The step's passes: G and F run 6 times in all with the identity loss (4 without), each a
     # full train pass. The discriminators run 2 times in the generator update (forward + input
