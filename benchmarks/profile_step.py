@@ -88,15 +88,16 @@ def conv_table(net: keras.Model, size: int, batch: int, xla: bool, seconds: floa
         key = (type(layer).__name__, tuple(i.shape[1:]), layer.filters, layer.kernel_size, layer.strides)
         groups.setdefault(key, []).append(layer)
     rows = []
-    for (kind, shape, filters, kernel, strides), layers in groups.items():
+    for (_, shape, filters, kernel, strides), layers in groups.items():
         layer = type(layers[0]).from_config(layers[0].get_config())
         x = tf.random.uniform((batch, *shape))
         layer.build(x.shape)
         out = layer(x)
-        positions = shape[0] * shape[1] if kind == "Conv2DTranspose" else out.shape[1] * out.shape[2]
+        transposed = isinstance(layer, keras.layers.Conv2DTranspose)  # UpConv2D too
+        positions = shape[0] * shape[1] if transposed else out.shape[1] * out.shape[2]
         flops = 2.0 * batch * positions * kernel[0] * kernel[1] * shape[2] * filters
         t = timed(pass_fn(layer, layer.trainable_variables, x, xla), seconds)
-        short = "convT" if kind == "Conv2DTranspose" else "conv"
+        short = "convT" if transposed else "conv"
         desc = f"{short} {kernel[0]}x{kernel[1]}/{strides[0]} {shape[0]}x{shape[1]}x{shape[2]}->{filters}"
         rows.append((desc, len(layers), flops, t))
     return rows

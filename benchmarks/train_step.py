@@ -129,12 +129,14 @@ def main() -> None:
     parser.add_argument("--spe", default="1", help="steps_per_execution values, e.g. 1,20")
     args = parser.parse_args()
     presets = ["tiny"] if args.quick else args.presets.split(",")
+    batches = [int(b) for b in args.batches.split(",")]
+    xlas, precisions = args.xla.split(","), args.precision.split(",")
+    spes = [int(s) for s in args.spe.split(",")]
     steps = 3 if args.quick else args.steps
     peak = conv_peak()
     # The first measurement in a process runs slow (allocator and thread-pool warm-up: up to
     # 1.5x here), which would bias whichever row comes first: one throwaway run first.
-    time_step(get_preset(presets[0]), int(args.batches.split(",")[0]), args.xla.split(",")[0] == "on",
-              args.precision.split(",")[0], 2)
+    time_step(get_preset(presets[0]), batches[0], xlas[0] == "on", precisions[0], 2)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, bf16 instructions: "
           f"{'yes' if bf16_supported() else 'no'}; TensorFlow {tf.__version__}, Keras {keras.__version__}")
     print(f"fp32 3x3 convolution peak (best of {len(PEAK_SHAPES)} large shapes): {peak:.1f} GFLOP/s")
@@ -143,12 +145,12 @@ def main() -> None:
           f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'of peak':>7} {'peak RSS':>9}")
     for name in presets:
         config = get_preset(name)
-        for batch in map(int, args.batches.split(",")):
+        for batch in batches:
             flops = step_flops(config, batch)
-            for xla in args.xla.split(","):
-                for precision in args.precision.split(","):
+            for xla in xlas:
+                for precision in precisions:
                     first = None  # (spe, seconds) of the first --spe value
-                    for spe in map(int, args.spe.split(",")):
+                    for spe in spes:
                         seconds = time_step(config, batch, xla == "on", precision, steps, spe)
                         rate = flops / seconds / 1e9
                         gain = "" if first is None else f"  {first[1] / seconds:.2f}x as fast as spe {first[0]}"

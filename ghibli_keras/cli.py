@@ -402,7 +402,7 @@ def cmd_style_transfer(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if out.suffix.lower() not in images.WRITE_FORMATS:
-        raise InputError(f"--out {args.out!r}: name a .jpg, .jpeg or .png file")
+        raise InputError(f"--out {args.out!r}: name a {', '.join(images.WRITE_FORMATS)} file")
     if out.is_dir():
         raise InputError(f"--out {args.out!r} is a folder; name a .jpg or .png file")
     if args.size is not None and args.size < STYLE_MIN_SIDE:

@@ -26,9 +26,9 @@ import numpy as np
 import tensorflow as tf
 
 from .errors import InputError
+from .images import JPEG_QUALITY
 from .inference import pad_run_crop
 
-JPEG_QUALITY = 95
 DEFAULT_MAX_PIXELS = 4096 * 4096
 WARMUP_SIZES = ((256, 256), (512, 768))  # (H, W) of the warm-up pictures
 WARMUP_FILE = "tf_serving_warmup_requests"

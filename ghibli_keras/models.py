@@ -6,8 +6,9 @@ are the reference networks of junyanz/pytorch-CycleGAN-and-pix2pix, layer for la
 `resnet_generator(64, 9)` has 11,378,179 parameters, `resnet_generator(64, 6)` 7,837,699 and
 `patch_discriminator(64, 3)` (70x70) 2,764,737. PyTorch's `padding=1` is an explicit
 `ZeroPadding2D` before a valid convolution, and its transposed convolution with `padding=1,
-output_padding=1` a valid `Conv2DTranspose` cropped by one pixel at the top and left, so the
-sampling grids match too.
+output_padding=1` an `UpConv2D` (a valid `Conv2DTranspose` cropped by one pixel at the top and
+left; generators saved before UpConv2D have those two layers and still load), so the sampling
+grids match too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import itertools
 import keras
 from keras import layers, ops
 
-from .layers import ReflectionPadding2D, conv_init, instance_norm
+from .layers import NarrowConv2D, ReflectionPadding2D, UpConv2D, conv_init, instance_norm
 
 IMAGE_CHANNELS = 3
 LEAKY_SLOPE = 0.2  # the reference's PatchGAN
@@ -114,15 +115,12 @@ def resnet_generator(
         h = layers.Add(name=f"block{b}_add")([h, r])  # (B, H/4, W/4, 4ngf)
     for i in (1, 2):
         filters = ngf * 2 ** (2 - i)
-        h = layers.Conv2DTranspose(
-            filters, 3, strides=2, padding="valid", kernel_initializer=init(), name=f"up{i}_conv"
-        )(h)  # (B, 2h+1, 2w+1, ·): PyTorch's padding=1, output_padding=1 crops the first row/col
-        h = layers.Cropping2D(((1, 0), (1, 0)), name=f"up{i}_crop")(h)
+        h = UpConv2D(filters, kernel_initializer=init(), name=f"up{i}_conv")(h)
         h = norm(f"up{i}_norm")(h)
         h = layers.ReLU(name=f"up{i}_relu")(h)  # (B, H/2^(2-i), W/2^(2-i), ngf·2^(2-i))
     h = ReflectionPadding2D(3, name="head_pad")(h)
     head_init = "zeros" if global_skip else init()
-    h = layers.Conv2D(IMAGE_CHANNELS, 7, kernel_initializer=head_init, name="head_conv")(h)
+    h = NarrowConv2D(IMAGE_CHANNELS, 7, kernel_initializer=head_init, name="head_conv")(h)
     return keras.Model(inputs, _output(inputs, h, global_skip), name=name)  # (B, H, W, 3)
 
 

@@ -29,7 +29,6 @@ from .errors import InputError
 MIN_IMAGES = 7_000
 MAX_IMAGES = 10_000
 SIZE = 256
-JPEG_QUALITY = 95
 BATCH_SIZE = 16
 _SHOWN = 5  # problems of one kind listed by name
 
@@ -151,9 +150,7 @@ def write_submission(translator, photos, out, *, size: int = SIZE,
             def flush():
                 translated = translator(np.stack([to_unit(p) for _, p in batch]))
                 for (name, _), picture in zip(batch, translated):
-                    buffer = io.BytesIO()
-                    Image.fromarray(to_uint8(picture)).save(buffer, "JPEG", quality=JPEG_QUALITY)
-                    archive.writestr(_unique(name, used), buffer.getvalue())
+                    archive.writestr(_unique(name, used), images.encode_image(to_uint8(picture)))
                 bar.update(len(batch))
                 batch.clear()
 

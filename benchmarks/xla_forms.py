@@ -1,0 +1,128 @@
+"""What the generator's XLA-only layer forms gain: `UpConv2D` (sub-pixel form of the transposed
+convolution) and `NarrowConv2D` (row-split form of the 7×7 head to RGB), against the plain
+Keras layers they replace, all XLA-compiled, in the same process.
+
+    python benchmarks/xla_forms.py [--quick] [--preset paper] [--size 256] [--seconds 3]
+
+Prints, for each such layer of the preset's generator (forward at batch 4, as `translate`
+runs; forward + gradients at batch 1, as a training step runs), the Keras layer's time, the
+form's time and the ratio; then the whole generator with the forms and with the plain layers
+(the same network and weights), and without XLA (plain TensorFlow and oneDNN, where the
+layers run their Keras forms anyway). Rounds alternate the variants so drifting load hits all;
+each figure is the median over the rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import ghibli_keras.layers as gk_layers  # noqa: E402
+from ghibli_keras import models  # noqa: E402
+from ghibli_keras.config import get_preset  # noqa: E402
+from profile_step import forward_pass, timed, train_pass  # noqa: E402
+
+PASSES = (("forward", forward_pass, 4), ("fwd+grad", train_pass, 1))  # (name, pass, batch)
+
+
+@contextlib.contextmanager
+def plain_layers():
+    """Traces UpConv2D and NarrowConv2D as their plain Keras forms, even under XLA."""
+    real = gk_layers.in_xla_context
+    gk_layers.in_xla_context = lambda: False
+    try:
+        yield
+    finally:
+        gk_layers.in_xla_context = real
+
+
+def keras_equivalent(layer, input_shape):
+    """The plain Keras layer (as a function) with `layer`'s weights."""
+    if isinstance(layer, gk_layers.UpConv2D):
+        plain = keras.layers.Conv2DTranspose(layer.filters, 3, strides=2, padding="valid")
+        fn = lambda x: plain(x)[:, 1:, 1:, :]  # noqa: E731
+    else:
+        plain = keras.layers.Conv2D(layer.filters, layer.kernel_size, activation=layer.activation)
+        fn = plain
+    plain.build(input_shape)
+    plain.set_weights(layer.get_weights())
+    return fn, plain.trainable_variables
+
+
+def compare(make_a, make_b, rounds: int, seconds: float) -> tuple[float, float]:
+    """Median seconds of two compiled functions over `rounds` alternating rounds."""
+    a, b = make_a(), make_b()
+    times_a, times_b = [], []
+    for _ in range(rounds):
+        times_a.append(timed(a, seconds))
+        times_b.append(timed(b, seconds))
+    return float(np.median(times_a)), float(np.median(times_b))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny preset, 1 round of 0.5 s")
+    parser.add_argument("--preset", default="paper")
+    parser.add_argument("--size", type=int, default=256, help="picture side (256)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement (3)")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    preset = "tiny" if args.quick else args.preset
+    seconds, rounds = (0.5, 1) if args.quick else (args.seconds, args.rounds)
+    m = get_preset(preset).model
+    g = models.resnet_generator(m.ngf, m.n_blocks, seed=0)
+    forms = [l for l in g.layers if isinstance(l, (gk_layers.UpConv2D, gk_layers.NarrowConv2D))]
+    probe = keras.Model(g.inputs, [l.input for l in forms])
+    shapes = [tuple(t.shape[1:]) for t in probe([np.zeros((1, args.size, args.size, 3), "float32")])]
+    print(f"{preset} preset generator, {args.size}x{args.size}, XLA on, fp32; median of {rounds} "
+          f"alternating rounds of {seconds:g} s")
+    print(f"  {'layer':38} {'pass':9} {'batch':>5} {'Keras ms':>9} {'form ms':>8}  gain")
+    for layer, shape in zip(forms, shapes):
+        kind = type(layer).__name__
+        desc = f"{layer.name} {kind} {'x'.join(map(str, shape))}->{layer.filters}"
+        for pass_name, pass_fn, batch in PASSES:
+            x = tf.random.uniform((batch, *shape))
+            plain_fn, plain_vars = keras_equivalent(layer, x.shape)
+            t_plain, t_form = compare(lambda: pass_fn(plain_fn, plain_vars, x, True),
+                                      lambda: pass_fn(layer, layer.trainable_variables, x, True),
+                                      rounds, seconds)
+            print(f"  {desc:38} {pass_name:9} {batch:5d} {t_plain * 1e3:9.1f} {t_form * 1e3:8.1f}  "
+                  f"{t_plain / t_form:.2f}x", flush=True)
+    print("whole generator (the same weights): without XLA, XLA with the plain layers, XLA with the forms")
+    print(f"  {'pass':9} {'batch':>5} {'no XLA s':>8} {'plain s':>8} {'forms s':>8}  "
+          f"{'forms/plain':>11} {'forms/no XLA':>12}")
+    for pass_name, pass_fn, batch in PASSES:
+        x = tf.random.uniform((batch, args.size, args.size, 3), -1, 1)
+        training = pass_fn is train_pass
+        net = lambda v: g(v, training=training)  # noqa: E731
+
+        def plain_pass():
+            with plain_layers():
+                run = pass_fn(net, g.trainable_variables, x, True)
+                run()  # trace and compile while the plain forms are in place
+            return run
+
+        runs = [pass_fn(net, g.trainable_variables, x, False), plain_pass(),
+                pass_fn(net, g.trainable_variables, x, True)]
+        times = [[] for _ in runs]
+        for _ in range(rounds):
+            for run, kept in zip(runs, times):
+                kept.append(timed(run, seconds))
+        t_off, t_plain, t_forms = (float(np.median(t)) for t in times)
+        print(f"  {pass_name:9} {batch:5d} {t_off:8.3f} {t_plain:8.3f} {t_forms:8.3f}  "
+              f"{t_plain / t_forms:10.2f}x {t_off / t_forms:11.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""The layers that run another, faster form under XLA: each must give the plain Keras layer's
+output and gradients, eager and compiled, serialise, and keep older saved generators loading."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ghibli_keras import models
+from ghibli_keras.layers import NarrowConv2D, UpConv2D, in_xla_context
+
+from conftest import REPO
+
+#: A resnet_generator(4, 1, seed=7) saved before UpConv2D and NarrowConv2D: its up-sampling is
+#: Conv2DTranspose + Cropping2D and its head a Conv2D.
+LEGACY_GENERATOR = os.path.join(REPO, "tests", "data", "resnet_generator_convtranspose.keras")
+
+
+def outputs_and_gradients(fn, variables, x, jit_compile):
+    """fn(x) and the gradients of a non-linear loss of it to x and `variables`."""
+
+    def run(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+            loss = tf.reduce_sum(tf.sin(y) * y)
+        return y, tape.gradient(loss, [x, *variables])
+
+    return tf.function(run, jit_compile=jit_compile)(tf.constant(x))
+
+
+def assert_same(got, want, rtol=1e-5):
+    (y, grads), (y_ref, grads_ref) = got, want
+    assert y.shape == y_ref.shape
+    for a, b in zip([y, *grads], [y_ref, *grads_ref]):
+        scale = float(tf.reduce_max(tf.abs(b)))
+        np.testing.assert_allclose(a, b, atol=rtol * max(scale, 1.0))
+
+
+def test_in_xla_context():
+    assert not in_xla_context()  # eager
+    seen = {}
+
+    def probe(x):
+        seen["xla"] = in_xla_context()
+        return x
+
+    tf.function(probe)(tf.ones(1))
+    assert seen["xla"] is False
+    tf.function(probe, jit_compile=True)(tf.ones(1))
+    assert seen["xla"] is True
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("shape", [(2, 5, 7, 6), (1, 1, 1, 3), (1, 8, 3, 4)])
+def test_up_conv_is_conv_transpose_without_first_row_and_column(shape, jit_compile):
+    x = np.random.default_rng(0).normal(size=shape).astype("float32")
+    up = UpConv2D(4, bias_initializer="random_normal")
+    reference = keras.layers.Conv2DTranspose(4, 3, strides=2, padding="valid")
+    up.build(x.shape)
+    reference.build(x.shape)
+    reference.set_weights(up.get_weights())
+    assert [w.shape for w in up.get_weights()] == [(3, 3, 4, shape[-1]), (4,)]
+    got = outputs_and_gradients(up, up.trainable_variables, x, jit_compile)
+    want = outputs_and_gradients(
+        lambda v: reference(v)[:, 1:, 1:, :], reference.trainable_variables, x, jit_compile=False
+    )
+    assert got[0].shape == (shape[0], 2 * shape[1], 2 * shape[2], 4)
+    assert_same(got, want)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("kernel, activation", [(7, None), ((4, 3), "tanh"), (1, None)])
+def test_narrow_conv_is_conv2d(kernel, activation, jit_compile):
+    x = np.random.default_rng(1).normal(size=(2, 13, 11, 5)).astype("float32")
+    narrow = NarrowConv2D(3, kernel, activation=activation, bias_initializer="random_normal")
+    reference = keras.layers.Conv2D(3, kernel, activation=activation)
+    narrow.build(x.shape)
+    reference.build(x.shape)
+    reference.set_weights(narrow.get_weights())
+    got = outputs_and_gradients(narrow, narrow.trainable_variables, x, jit_compile)
+    want = outputs_and_gradients(reference, reference.trainable_variables, x, jit_compile=False)
+    assert_same(got, want)
+
+
+def test_layers_without_bias():
+    x = np.random.default_rng(2).normal(size=(1, 6, 6, 4)).astype("float32")
+    for layer in (UpConv2D(2, use_bias=False), NarrowConv2D(2, 3, use_bias=False)):
+        eager = layer(x)
+        compiled = tf.function(lambda v, layer=layer: layer(v), jit_compile=True)(tf.constant(x))
+        np.testing.assert_allclose(compiled, eager, atol=1e-5)
+        assert len(layer.weights) == 1
+
+
+def test_mixed_bfloat16_under_xla():
+    x = np.random.default_rng(3).normal(size=(1, 6, 6, 8)).astype("float32")
+    policy = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        layers_ = [UpConv2D(4), NarrowConv2D(3, 3)]
+    finally:
+        keras.mixed_precision.set_dtype_policy(policy)
+    for layer in layers_:
+        eager = layer(x)
+        compiled = tf.function(lambda v, layer=layer: layer(v), jit_compile=True)(tf.constant(x))
+        assert eager.dtype == compiled.dtype == tf.bfloat16
+        assert layer.kernel.dtype == "float32"  # master weights stay float32
+        scale = float(tf.reduce_max(tf.abs(tf.cast(eager, tf.float32))))
+        np.testing.assert_allclose(tf.cast(compiled, tf.float32), tf.cast(eager, tf.float32),
+                                   atol=0.02 * scale)
+
+
+def test_configs_round_trip():
+    up = UpConv2D(5, use_bias=False, name="up")
+    assert "kernel_size" not in up.get_config() and "strides" not in up.get_config()
+    assert UpConv2D.from_config(up.get_config()).get_config() == up.get_config()
+    narrow = NarrowConv2D(3, (7, 5), activation="tanh", name="head")
+    copy = NarrowConv2D.from_config(narrow.get_config())
+    assert copy.get_config() == narrow.get_config() and copy.kernel_size == (7, 5)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: UpConv2D(4, strides=1), "UpConv2D fixes .*do not pass strides"),
+        (lambda: UpConv2D(4, kernel_size=5, padding="same"), "do not pass kernel_size, padding"),
+        (lambda: NarrowConv2D(3, 7, strides=2), r"strides=\(1, 1\); got strides=\(2, 2\)"),
+        (lambda: NarrowConv2D(3, 7, padding="same"), "padding='valid'; got padding='same'"),
+    ],
+)
+def test_fixed_arguments_refused(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_generator_uses_them_and_compiles_to_the_same_result():
+    g = models.resnet_generator(4, 1, seed=5)
+    assert isinstance(g.get_layer("up1_conv"), UpConv2D)
+    assert isinstance(g.get_layer("head_conv"), NarrowConv2D)
+    x = tf.random.uniform((2, 16, 24, 3), -1, 1, seed=0)
+    compiled = tf.function(lambda v: g(v, training=False), jit_compile=True)(x)
+    np.testing.assert_allclose(compiled, g(x, training=False), atol=1e-5)
+
+
+def test_generators_saved_before_load_and_match(tmp_path):
+    legacy = keras.saving.load_model(LEGACY_GENERATOR)
+    names = {type(layer).__name__ for layer in legacy.layers}
+    assert {"Conv2DTranspose", "Cropping2D"} <= names and "UpConv2D" not in names
+    current = models.resnet_generator(4, 1, seed=7, name="generator_g")  # same seed, same weights
+    x = tf.random.uniform((2, 16, 24, 3), -1, 1, seed=1)
+    np.testing.assert_allclose(current(x), legacy(x), atol=1e-6)
+    current.save(tmp_path / "g.keras")
+    np.testing.assert_allclose(keras.saving.load_model(tmp_path / "g.keras")(x), legacy(x), atol=1e-6)
