@@ -8,6 +8,8 @@ For 256×256 and 1024×1024 pictures (batch chosen as `translate` does: as many 
   - the SavedModel's `translate` signature (float in, float out) and `serving_default`
     (JPEG bytes in and out, one request of the same batch), loaded with `tf.saved_model.load`,
 with XLA off and on, and the achieved GFLOP/s of the network's forward pass (analytic count).
+The six variants of a size are measured in alternating rounds (median over the rounds), so
+load that drifts during the run hits them all alike.
 The generator is randomly initialised: speed does not depend on the weights.
 """
 
@@ -35,8 +37,9 @@ from train_step import conv_flops, conv_peak  # noqa: E402
 KAGGLE_PHOTOS = 7038  # photo_jpg of gan-getting-started, all 256x256
 
 
-def images_per_second(fn, batch, seconds: float) -> float:
-    fn(batch)  # trace / compile
+def images_per_second(fn, batch, seconds: float, warm_up: bool = True) -> float:
+    if warm_up:
+        fn(batch)  # trace / compile
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds or n == 0:
         fn(batch)
@@ -48,11 +51,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny preset, 256 only, 3 s each")
     parser.add_argument("--preset", default="paper")
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=20.0, help="per variant, over all rounds (20)")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds (4)")
     parser.add_argument("--sizes", default="256,1024", help="picture sides (256,1024)")
     args = parser.parse_args()
     preset = "tiny" if args.quick else args.preset
     sizes = (256,) if args.quick else tuple(int(s) for s in args.sizes.split(","))
+    rounds = 1 if args.quick else args.rounds
     seconds = 3.0 if args.quick else args.seconds
     generator = models.build_networks(get_preset(preset).model, seed=0)["generator_g"]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; TensorFlow {tf.__version__}")
@@ -70,19 +75,28 @@ def main() -> None:
             floats = pixels.astype(np.float32) / 127.5 - 1.0
             jpegs = tf.constant([tf.io.encode_jpeg(p, quality=95).numpy() for p in pixels])
             flops = conv_flops(generator, size)
+            rates = {}  # (xla, "keras" | "translate" | "serving") -> [images/s per round]
+            calls = {}
             for xla in (False, True):
                 keras_fn = inference.Translator(
                     tf.function(lambda x: generator(x, training=False), jit_compile=xla),
                     models.size_multiple(generator), "keras")
-                keras_rate = images_per_second(keras_fn, floats, seconds)
                 folder = Path(tmp) / f"{size}-{xla}"
                 export.export(generator, folder, jit_compile=xla)
                 loaded = tf.saved_model.load(str(folder))
                 translate = loaded.signatures["translate"]
                 serving = loaded.signatures["serving_default"]
                 floats_t = tf.constant(floats)
-                saved_rate = images_per_second(lambda b: translate(images=floats_t), floats, seconds)
-                serving_rate = images_per_second(lambda b: serving(image_bytes=jpegs), floats, seconds)
+                calls[xla, "keras"] = keras_fn
+                calls[xla, "translate"] = lambda b, f=translate: f(images=floats_t)
+                calls[xla, "serving"] = lambda b, f=serving: f(image_bytes=jpegs)
+            for round_ in range(rounds):  # alternate the variants: drifting load hits them all
+                for key, fn in calls.items():
+                    rate = images_per_second(fn, floats, seconds / rounds, warm_up=round_ == 0)
+                    rates.setdefault(key, []).append(rate)
+            for xla in (False, True):
+                keras_rate, saved_rate, serving_rate = (
+                    float(np.median(rates[xla, kind])) for kind in ("keras", "translate", "serving"))
                 print(f"{size:4d}x{size:<4d} {batch_size:5d} {'on' if xla else 'off':>4}  "
                       f"{keras_rate:11.2f} {saved_rate:10.2f} {serving_rate:8.2f}  "
                       f"{flops / 1e9:9.1f} {keras_rate * flops / 1e9:13.1f} "

@@ -286,7 +286,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
     from . import inference
 
-    translator = inference.Translator.load(model, args.direction)
+    translator = inference.Translator.load(model, args.direction, xla=args.xla)
     report = inference.translate_files(
         translator, args.inputs, args.out, fmt=args.format, max_side=args.max_side,
         tile=args.tile, overlap=args.overlap, progress=not args.quiet,
@@ -308,7 +308,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
     from . import export, inference
 
-    translator = inference.Translator.load(model, "photo2style")
+    translator = inference.Translator.load(model, "photo2style", xla="off")
     if translator.generator is None:
         raise InputError(f"MODEL {args.model!r} is already an export; export a workdir or .keras")
     export.export(translator.generator, out, source=str(model), max_pixels=args.max_pixels,
@@ -341,7 +341,7 @@ def cmd_submission(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
     from . import inference
 
-    translator = inference.Translator.load(model, "photo2style")
+    translator = inference.Translator.load(model, "photo2style", xla=args.xla)
     count = submission.write_submission(translator, args.photos, args.out, size=args.size,
                                         min_images=low, max_images=high,
                                         progress=not args.quiet)
@@ -619,6 +619,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, metavar="N",
                    help=f"pixels shared by neighbouring tiles ({DEFAULT_OVERLAP})")
     p.add_argument("--format", default="jpg", choices=["jpg", "png"], help="(jpg)")
+    p.add_argument("--xla", choices=["auto", "on", "off"], default="auto",
+                   help="XLA-compile the generator (auto: on for ResNet generators and on "
+                   "GPU/TPU, off for the U-Net on a CPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_translate)
 
@@ -654,6 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", metavar="ZIP", help="only validate ZIP")
     p.add_argument("--min-images", type=positive_int, help="(7000, Kaggle's rule)")
     p.add_argument("--max-images", type=positive_int, help="(10000, Kaggle's rule)")
+    p.add_argument("--xla", choices=["auto", "on", "off"], default="auto",
+                   help="XLA-compile the generator (auto: on for ResNet generators and on "
+                   "GPU/TPU, off for the U-Net on a CPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_submission)
 

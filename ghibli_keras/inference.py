@@ -32,6 +32,7 @@ from .errors import InputError
 log = logging.getLogger(__name__)
 
 DIRECTIONS = ("photo2style", "style2photo")
+XLA_CHOICES = ("auto", "on", "off")
 DEFAULT_TILE = 1024  # pictures with a side above this are translated in tiles
 DEFAULT_OVERLAP = 128  # pixels shared by neighbouring tiles
 BATCH_PIXELS = 4 * 256 * 256  # images per forward pass: as many as fit in this many pixels
@@ -75,6 +76,25 @@ def pad_run_crop(fn: Callable, images_: tf.Tensor, multiple: int) -> tf.Tensor:
 # The model
 
 
+def use_xla(choice: str, generator: keras.Model) -> bool:
+    """Whether to XLA-compile `generator` for translation. `on`/`off` as said; `auto` as
+    training's `--xla auto` (`strategy.auto_xla`): on for GPUs and TPUs and, on a CPU, for
+    ResNet generators (their UpConv2D and NarrowConv2D layers run faster forms under XLA: the
+    paper generator's forward pass at 256x256, batch 4, 1.31x as fast as without XLA on a
+    2-core x86 CPU, benchmarks/xla_forms.py); off for the U-Net (a generator with skip
+    concatenations), which XLA slows down on a CPU."""
+    from .strategy import auto_xla
+
+    if choice not in XLA_CHOICES:
+        raise InputError(f"xla must be one of {XLA_CHOICES}, got {choice!r}")
+    if choice != "auto":
+        return choice == "on"
+    unet = any(isinstance(layer, keras.layers.Concatenate) for layer in generator.layers)
+    on = auto_xla(tf.distribute.get_strategy(), "unet" if unet else "resnet")
+    log.info("XLA for %s: %s (auto)", generator.name, "on" if on else "off")
+    return on
+
+
 @dataclass
 class Translator:
     """A generator ready to translate: `fn` maps float32 `(B, H, W, 3)` in [-1, 1] with H, W
@@ -87,9 +107,11 @@ class Translator:
     owner: object = field(default=None, repr=False)  # keeps a loaded SavedModel's variables alive
 
     @classmethod
-    def load(cls, model: os.PathLike, direction: str = "photo2style", jit_compile: bool = False) -> "Translator":
+    def load(cls, model: os.PathLike, direction: str = "photo2style", xla: str = "auto") -> "Translator":
         """From a workdir (its `model.keras`), a `.keras` file (a CycleGAN, or one generator,
         e.g. the `generator.keras` of an export) or a SavedModel folder written by `export`.
+        `xla` (auto, on, off): whether to XLA-compile a Keras generator (see `use_xla`); a
+        SavedModel keeps what `export` chose.
 
         Raises:
             InputError: no such model, a direction the model does not have, or a file Keras
@@ -100,6 +122,8 @@ class Translator:
 
         if direction not in DIRECTIONS:
             raise InputError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        if xla not in XLA_CHOICES:
+            raise InputError(f"xla must be one of {XLA_CHOICES}, got {xla!r}")
         path = Path(model)
         if path.is_dir() and (path / "saved_model.pb").is_file():
             if direction != "photo2style":
@@ -130,7 +154,7 @@ class Translator:
         else:
             raise InputError(f"{path} holds one generator; {direction} needs the whole CycleGAN "
                              f"(the workdir or its model.keras)")
-        fn = tf.function(lambda x: generator(x, training=False), jit_compile=jit_compile,
+        fn = tf.function(lambda x: generator(x, training=False), jit_compile=use_xla(xla, generator),
                          input_signature=[IMAGES_SPEC])  # one trace for every size
         return cls(fn, size_multiple(generator), f"{generator.name} of {path}", generator)
 

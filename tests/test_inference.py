@@ -123,6 +123,36 @@ def test_translator_sources_and_directions(trained_workdir, exported, rng):
         inference.Translator.load(trained_workdir / "nope.keras")
 
 
+def test_xla_choice_for_translation():
+    from ghibli_keras import models
+
+    resnet = models.resnet_generator(4, 1)
+    image = keras.Input((None, None, 3))
+    skip = keras.layers.Concatenate()([image, keras.layers.Conv2D(3, 1)(image)])
+    unet_like = keras.Model(image, keras.layers.Conv2D(3, 1)(skip))
+    assert inference.use_xla("auto", resnet) is True  # this machine is a CPU
+    assert inference.use_xla("auto", unet_like) is False
+    assert inference.use_xla("on", unet_like) is True and inference.use_xla("off", resnet) is False
+    with pytest.raises(InputError, match="xla must be one of .* got 'yes'"):
+        inference.use_xla("yes", resnet)
+
+
+def test_xla_on_and_off_translate_alike(trained_workdir, tmp_path, rng):
+    picture = inference.to_unit(smooth_image(rng, 36, 44))[None]
+    on = inference.Translator.load(trained_workdir, xla="on")
+    off = inference.Translator.load(trained_workdir, xla="off")
+    assert (on.fn._jit_compile, off.fn._jit_compile) == (True, False)  # tf.function's flag
+    np.testing.assert_allclose(on(picture), off(picture), atol=1e-5)
+    with pytest.raises(InputError, match="xla must be one of"):
+        inference.Translator.load(trained_workdir, xla="maybe")
+    Image.fromarray(smooth_image(rng, 20, 28)).save(tmp_path / "a.png")
+    for choice in ("on", "off"):
+        out = tmp_path / f"out_{choice}"
+        assert cli.main(["translate", str(trained_workdir), str(tmp_path / "a.png"), "--out",
+                         str(out), "--xla", choice, "--quiet"]) == 0
+        assert (out / "a.jpg").is_file()
+
+
 def test_a_damaged_keras_file_is_named_as_such(tmp_path):
     damaged = tmp_path / "model.keras"
     damaged.write_bytes(b"PK\x03\x04 cut short")
