@@ -404,7 +404,7 @@ def cmd_style_transfer(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in images.WRITE_FORMATS:
         raise InputError(f"--out {args.out!r}: name a {', '.join(images.WRITE_FORMATS)} file")
     if out.is_dir():
-        raise InputError(f"--out {args.out!r} is a folder; name a .jpg or .png file")
+        raise InputError(f"--out {args.out!r} is a folder; name a {', '.join(images.WRITE_FORMATS)} file")
     if args.size is not None and args.size < STYLE_MIN_SIDE:
         raise InputError(f"--size must be at least {STYLE_MIN_SIDE}, got {args.size}")
     content = images.read_image(args.content)  # ImageReadError names the file
@@ -482,6 +482,13 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _add_translation_xla(p: argparse.ArgumentParser) -> None:
+    """--xla of the commands that translate with a generator (see inference.use_xla)."""
+    p.add_argument("--xla", choices=["auto", "on", "off"], default="auto",
+                   help="XLA-compile the generator (auto: on for ResNet generators and on "
+                   "GPU/TPU, off for the U-Net on a CPU)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -619,9 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, metavar="N",
                    help=f"pixels shared by neighbouring tiles ({DEFAULT_OVERLAP})")
     p.add_argument("--format", default="jpg", choices=["jpg", "png"], help="(jpg)")
-    p.add_argument("--xla", choices=["auto", "on", "off"], default="auto",
-                   help="XLA-compile the generator (auto: on for ResNet generators and on "
-                   "GPU/TPU, off for the U-Net on a CPU)")
+    _add_translation_xla(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_translate)
 
@@ -657,9 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", metavar="ZIP", help="only validate ZIP")
     p.add_argument("--min-images", type=positive_int, help="(7000, Kaggle's rule)")
     p.add_argument("--max-images", type=positive_int, help="(10000, Kaggle's rule)")
-    p.add_argument("--xla", choices=["auto", "on", "off"], default="auto",
-                   help="XLA-compile the generator (auto: on for ResNet generators and on "
-                   "GPU/TPU, off for the U-Net on a CPU)")
+    _add_translation_xla(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_submission)
 
