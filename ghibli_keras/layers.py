@@ -62,18 +62,29 @@ def instance_norm(name: str, affine: bool = False, epsilon: float = 1e-5) -> lay
     )
 
 
+def _xla_context_check():
+    """TensorFlow's internal `GraphOrParentsInXlaContext(graph)`, or None where this TensorFlow
+    no longer has it (module or function gone)."""
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:
+        return None
+    return getattr(control_flow_util, "GraphOrParentsInXlaContext", None)
+
+
 def in_xla_context() -> bool:
     """Whether the code being traced now will be compiled by XLA (a `tf.function` with
     `jit_compile=True`, as Keras makes for `jit_compile=True`). False when eager, in a plain
-    graph, or where TensorFlow no longer has this internal helper."""
-    try:
-        import tensorflow as tf
-        from tensorflow.python.ops import control_flow_util
-    except ImportError:
-        return False
+    graph, or where TensorFlow no longer has this internal helper (the layers then run their
+    Keras form, which is correct everywhere, only slower under XLA)."""
+    import tensorflow as tf
+
     if tf.executing_eagerly():
         return False
-    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+    check = _xla_context_check()
+    if check is None:
+        return False
+    return bool(check(tf.compat.v1.get_default_graph()))
 
 
 # Sub-pixel form of UpConv2D. Output row 2j takes tap 1 of the 3x3 kernel at input row j; row

@@ -53,6 +53,27 @@ def test_in_xla_context():
     assert seen["xla"] is True
 
 
+def test_without_tensorflows_helper_the_keras_form_runs(monkeypatch):
+    """Where TensorFlow drops its internal XLA-context helper, in_xla_context says False and
+    the layers run their Keras form under XLA too, with the same output."""
+    from ghibli_keras import layers as gk_layers
+
+    x = np.random.default_rng(1).normal(size=(1, 4, 5, 3)).astype("float32")
+    up = UpConv2D(2, bias_initializer="random_normal")
+    up.build(x.shape)
+    want = outputs_and_gradients(up, up.trainable_variables, x, jit_compile=True)
+    monkeypatch.setattr(gk_layers, "_xla_context_check", lambda: None)
+    seen = {}
+
+    def probe(v):
+        seen["xla"] = in_xla_context()
+        return up(v)
+
+    got = outputs_and_gradients(probe, up.trainable_variables, x, jit_compile=True)
+    assert seen["xla"] is False
+    assert_same(got, want)
+
+
 @pytest.mark.parametrize("jit_compile", [False, True])
 @pytest.mark.parametrize("shape", [(2, 5, 7, 6), (1, 1, 1, 3), (1, 8, 3, 4)])
 def test_up_conv_is_conv_transpose_without_first_row_and_column(shape, jit_compile):
