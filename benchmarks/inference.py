@@ -8,8 +8,9 @@ For 256×256 and 1024×1024 pictures (batch chosen as `translate` does: as many 
   - the SavedModel's `translate` signature (float in, float out) and `serving_default`
     (JPEG bytes in and out, one request of the same batch), loaded with `tf.saved_model.load`,
 with XLA off and on, and the achieved GFLOP/s of the network's forward pass (analytic count).
-The six variants of a size are measured in alternating rounds (median over the rounds), so
-load that drifts during the run hits them all alike.
+The six variants of a size and the reference convolution are measured in alternating rounds
+(median over the rounds), so load that drifts during the run hits them all alike: each row's
+"of peak" divides by the median of the peaks measured between that size's rounds.
 The generator is randomly initialised: speed does not depend on the weights.
 """
 
@@ -35,6 +36,7 @@ from ghibli_keras.config import get_preset  # noqa: E402
 from train_step import conv_flops, conv_peak  # noqa: E402
 
 KAGGLE_PHOTOS = 7038  # photo_jpg of gan-getting-started, all 256x256
+PEAK_SECONDS = 1.0  # per reference shape, in each round
 
 
 def images_per_second(fn, batch, seconds: float, warm_up: bool = True) -> float:
@@ -62,10 +64,11 @@ def main() -> None:
     generator = models.build_networks(get_preset(preset).model, seed=0)["generator_g"]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; TensorFlow {tf.__version__}")
     print(f"{preset} preset generator ({generator.count_params():,} parameters)")
-    peak = conv_peak()
-    print(f"fp32 3x3 convolution peak (forward, large shapes): {peak:.1f} GFLOP/s")
+    print("reference: fp32 3x3 convolution peak (forward, best of large shapes), measured in "
+          "each round")
     print(f"{'size':>9} {'batch':>5} {'xla':>4}  {'keras img/s':>11} {'translate':>10} "
-          f"{'serving':>8}  {'GFLOP/img':>9} {'keras GFLOP/s':>13} {'of peak':>7} {'serving':>7}")
+          f"{'serving':>8}  {'GFLOP/img':>9} {'keras GFLOP/s':>13} {'peak':>6} {'of peak':>7} "
+          f"{'serving':>7}")
     best_256 = 0.0
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,16 +93,19 @@ def main() -> None:
                 calls[xla, "keras"] = keras_fn
                 calls[xla, "translate"] = lambda b, f=translate: f(images=floats_t)
                 calls[xla, "serving"] = lambda b, f=serving: f(image_bytes=jpegs)
+            peaks = []
             for round_ in range(rounds):  # alternate the variants: drifting load hits them all
+                peaks.append(conv_peak(PEAK_SECONDS))
                 for key, fn in calls.items():
                     rate = images_per_second(fn, floats, seconds / rounds, warm_up=round_ == 0)
                     rates.setdefault(key, []).append(rate)
+            peak = float(np.median(peaks))
             for xla in (False, True):
                 keras_rate, saved_rate, serving_rate = (
                     float(np.median(rates[xla, kind])) for kind in ("keras", "translate", "serving"))
                 print(f"{size:4d}x{size:<4d} {batch_size:5d} {'on' if xla else 'off':>4}  "
                       f"{keras_rate:11.2f} {saved_rate:10.2f} {serving_rate:8.2f}  "
-                      f"{flops / 1e9:9.1f} {keras_rate * flops / 1e9:13.1f} "
+                      f"{flops / 1e9:9.1f} {keras_rate * flops / 1e9:13.1f} {peak:6.1f} "
                       f"{keras_rate * flops / 1e9 / peak:7.2f} {serving_rate * flops / 1e9 / peak:7.2f}",
                       flush=True)
                 if size == 256:

@@ -36,9 +36,7 @@ import tensorflow as tf  # noqa: E402
 
 from ghibli_keras import models  # noqa: E402
 from ghibli_keras.config import get_preset  # noqa: E402
-from train_step import conv_peak, peak_rss_gib, step_flops, time_step  # noqa: E402
-
-CONVS = (keras.layers.Conv2D, keras.layers.Conv2DTranspose)
+from train_step import conv_peak, conv_shapes, layer_flops, peak_rss_gib, step_flops, time_step  # noqa: E402
 
 
 def timed(fn, seconds: float) -> float:
@@ -79,27 +77,21 @@ def forward_pass(net_fn, variables, x, xla: bool):
 
 def conv_table(net: keras.Model, size: int, batch: int, xla: bool, seconds: float, pass_fn=train_pass):
     """[(description, count, forward FLOPs each, seconds each)] for each distinct conv shape."""
-    convs = [l for l in net.layers if isinstance(l, CONVS)]
-    probe = keras.Model(net.inputs, [l.input for l in convs])
-    inputs = probe([np.zeros((1, size, size, 3), "float32")])
-    inputs = inputs if isinstance(inputs, list) else [inputs]
     groups = collections.OrderedDict()
-    for layer, i in zip(convs, inputs):
-        key = (type(layer).__name__, tuple(i.shape[1:]), layer.filters, layer.kernel_size, layer.strides)
-        groups.setdefault(key, []).append(layer)
+    for layer, i, o in conv_shapes(net, size):
+        key = (type(layer).__name__, i[1:], layer.filters, layer.kernel_size, layer.strides)
+        groups.setdefault(key, []).append((layer, i, o))
     rows = []
-    for (_, shape, filters, kernel, strides), layers in groups.items():
-        layer = type(layers[0]).from_config(layers[0].get_config())
+    for (_, shape, filters, kernel, strides), members in groups.items():
+        first, i, o = members[0]
+        layer = type(first).from_config(first.get_config())
         x = tf.random.uniform((batch, *shape))
         layer.build(x.shape)
-        out = layer(x)
-        transposed = isinstance(layer, keras.layers.Conv2DTranspose)  # UpConv2D too
-        positions = shape[0] * shape[1] if transposed else out.shape[1] * out.shape[2]
-        flops = 2.0 * batch * positions * kernel[0] * kernel[1] * shape[2] * filters
+        flops = batch * layer_flops(layer, i, o)
         t = timed(pass_fn(layer, layer.trainable_variables, x, xla), seconds)
-        short = "convT" if transposed else "conv"
+        short = "convT" if isinstance(layer, keras.layers.Conv2DTranspose) else "conv"  # UpConv2D too
         desc = f"{short} {kernel[0]}x{kernel[1]}/{strides[0]} {shape[0]}x{shape[1]}x{shape[2]}->{filters}"
-        rows.append((desc, len(layers), flops, t))
+        rows.append((desc, len(members), flops, t))
     return rows
 
 

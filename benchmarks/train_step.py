@@ -39,19 +39,31 @@ from ghibli_keras.config import get_preset  # noqa: E402
 from ghibli_keras.cyclegan import CycleGAN  # noqa: E402
 
 
+CONVS = (keras.layers.Conv2D, keras.layers.Conv2DTranspose)  # UpConv2D, NarrowConv2D too
+
+
+def conv_shapes(net: keras.Model, size: int) -> list:
+    """[(layer, input shape, output shape)] of each convolution of `net` for one `size`×`size`
+    image (shapes `(1, H, W, C)`)."""
+    convs = [l for l in net.layers if isinstance(l, CONVS)]
+    probe = keras.Model(net.inputs, [l.input for l in convs] + [l.output for l in convs])
+    shapes = [tuple(t.shape) for t in probe([np.zeros((1, size, size, 3), "float32")])]
+    return list(zip(convs, shapes[: len(convs)], shapes[len(convs):]))
+
+
+def layer_flops(layer, input_shape, output_shape) -> float:
+    """Forward FLOPs of one convolution (2 per multiply-add; a transposed convolution counted
+    over its input positions, the zero taps of its stride not counted)."""
+    kh, kw = layer.kernel_size
+    b, cin, cout = input_shape[0], input_shape[-1], output_shape[-1]
+    transposed = isinstance(layer, keras.layers.Conv2DTranspose)
+    positions = input_shape[1] * input_shape[2] if transposed else output_shape[1] * output_shape[2]
+    return 2.0 * b * positions * kh * kw * cin * cout
+
+
 def conv_flops(net: keras.Model, size: int) -> float:
     """Forward FLOPs of the convolutions of `net` for one `size`×`size` image."""
-    convs = [l for l in net.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Conv2DTranspose))]
-    probe = keras.Model(net.inputs, [l.input for l in convs] + [l.output for l in convs])
-    shapes = [t.shape for t in probe([np.zeros((1, size, size, 3), "float32")])]
-    inputs, outputs = shapes[: len(convs)], shapes[len(convs):]
-    total = 0.0
-    for layer, i, o in zip(convs, inputs, outputs):
-        kh, kw = layer.kernel_size
-        cin, cout = i[-1], o[-1]
-        positions = i[1] * i[2] if isinstance(layer, keras.layers.Conv2DTranspose) else o[1] * o[2]
-        total += 2.0 * positions * kh * kw * cin * cout
-    return total
+    return sum(layer_flops(*shapes) for shapes in conv_shapes(net, size))
 
 
 def step_flops(config, batch: int) -> float:

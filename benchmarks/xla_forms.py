@@ -60,14 +60,14 @@ def keras_equivalent(layer, input_shape):
     return fn, plain.trainable_variables
 
 
-def compare(make_a, make_b, rounds: int, seconds: float) -> tuple[float, float]:
-    """Median seconds of two compiled functions over `rounds` alternating rounds."""
-    a, b = make_a(), make_b()
-    times_a, times_b = [], []
+def alternate(runs, rounds: int, seconds: float) -> list[float]:
+    """Median seconds of each compiled function in `runs`, timed in `rounds` alternating rounds
+    (so load that drifts during the run hits them all alike)."""
+    times = [[] for _ in runs]
     for _ in range(rounds):
-        times_a.append(timed(a, seconds))
-        times_b.append(timed(b, seconds))
-    return float(np.median(times_a)), float(np.median(times_b))
+        for run, kept in zip(runs, times):
+            kept.append(timed(run, seconds))
+    return [float(np.median(t)) for t in times]
 
 
 def main() -> None:
@@ -94,9 +94,9 @@ def main() -> None:
         for pass_name, pass_fn, batch in PASSES:
             x = tf.random.uniform((batch, *shape))
             plain_fn, plain_vars = keras_equivalent(layer, x.shape)
-            t_plain, t_form = compare(lambda: pass_fn(plain_fn, plain_vars, x, True),
-                                      lambda: pass_fn(layer, layer.trainable_variables, x, True),
-                                      rounds, seconds)
+            t_plain, t_form = alternate([pass_fn(plain_fn, plain_vars, x, True),
+                                         pass_fn(layer, layer.trainable_variables, x, True)],
+                                        rounds, seconds)
             print(f"  {desc:38} {pass_name:9} {batch:5d} {t_plain * 1e3:9.1f} {t_form * 1e3:8.1f}  "
                   f"{t_plain / t_form:.2f}x", flush=True)
     print("whole generator (the same weights): without XLA, XLA with the plain layers, XLA with the forms")
@@ -115,11 +115,7 @@ def main() -> None:
 
         runs = [pass_fn(net, g.trainable_variables, x, False), plain_pass(),
                 pass_fn(net, g.trainable_variables, x, True)]
-        times = [[] for _ in runs]
-        for _ in range(rounds):
-            for run, kept in zip(runs, times):
-                kept.append(timed(run, seconds))
-        t_off, t_plain, t_forms = (float(np.median(t)) for t in times)
+        t_off, t_plain, t_forms = alternate(runs, rounds, seconds)
         print(f"  {pass_name:9} {batch:5d} {t_off:8.3f} {t_plain:8.3f} {t_forms:8.3f}  "
               f"{t_plain / t_forms:10.2f}x {t_off / t_forms:11.2f}x", flush=True)
 
