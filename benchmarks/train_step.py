@@ -7,7 +7,9 @@
 For each combination it builds the preset's CycleGAN (synthetic data at the preset's crop
 size), times `fit` steps after the first (compilation) and prints seconds per step, images/s
 (photos + styles) and the achieved GFLOP/s from an analytic count of the step's convolution
-FLOPs, as a fraction of the fp32 rate of a large 3x3 convolution measured in the same process.
+FLOPs, as a fraction of the fp32 rate of a large 3x3 convolution measured in the same process
+just before and just after each row (the host's load drifts; a peak measured once moved the
+ratios by up to ±0.1).
 With several `--spe` values (`steps_per_execution`: steps run per call from Python) it also
 prints how much faster each is than the first: the per-step Python and dispatch overhead.
 
@@ -76,6 +78,7 @@ def step_flops(config, batch: int) -> float:
 
 
 PEAK_SHAPES = ((1, 128, 128, 256), (8, 32, 32, 512), (4, 64, 64, 256))  # (B, H, W, C)
+ROW_PEAK_SECONDS = 1.0  # per shape, for the peak measured between rows
 
 
 def conv_peak(seconds: float = 2.0) -> float:
@@ -145,16 +148,17 @@ def main() -> None:
     xlas, precisions = args.xla.split(","), args.precision.split(",")
     spes = [int(s) for s in args.spe.split(",")]
     steps = 3 if args.quick else args.steps
-    peak = conv_peak()
     # The first measurement in a process runs slow (allocator and thread-pool warm-up: up to
     # 1.5x here), which would bias whichever row comes first: one throwaway run first.
     time_step(get_preset(presets[0]), batches[0], xlas[0] == "on", precisions[0], 2)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, bf16 instructions: "
           f"{'yes' if bf16_supported() else 'no'}; TensorFlow {tf.__version__}, Keras {keras.__version__}")
-    print(f"fp32 3x3 convolution peak (best of {len(PEAK_SHAPES)} large shapes): {peak:.1f} GFLOP/s")
+    print(f"peak: fp32 3x3 convolution (best of {len(PEAK_SHAPES)} large shapes), GFLOP/s, the mean "
+          f"of its measurements just before and just after the row")
     print("peak RSS: the process's peak resident memory after the row (rows run in order)")
     print(f"{'preset':8} {'batch':>5} {'xla':>4} {'prec':>5} {'spe':>4} {'s/step':>8} {'img/s':>7} "
-          f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'of peak':>7} {'peak RSS':>9}")
+          f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'peak':>6} {'of peak':>7} {'peak RSS':>9}")
+    before = conv_peak(ROW_PEAK_SECONDS)
     for name in presets:
         config = get_preset(name)
         for batch in batches:
@@ -164,12 +168,15 @@ def main() -> None:
                     first = None  # (spe, seconds) of the first --spe value
                     for spe in spes:
                         seconds = time_step(config, batch, xla == "on", precision, steps, spe)
+                        rss = peak_rss_gib()
+                        after = conv_peak(ROW_PEAK_SECONDS)
+                        peak, before = (before + after) / 2, after
                         rate = flops / seconds / 1e9
                         gain = "" if first is None else f"  {first[1] / seconds:.2f}x as fast as spe {first[0]}"
                         first = first or (spe, seconds)
                         print(f"{name:8} {batch:5d} {xla:>4} {precision:>5} {spe:4d} {seconds:8.3f} "
                               f"{2 * batch / seconds:7.1f} {flops / 1e9:10.1f} {rate:8.1f} "
-                              f"{rate / peak:7.2f} {peak_rss_gib():7.2f} GiB{gain}", flush=True)
+                              f"{peak:6.1f} {rate / peak:7.2f} {rss:7.2f} GiB{gain}", flush=True)
 
 
 if __name__ == "__main__":
