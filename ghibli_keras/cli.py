@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from . import __version__, ui
+from .config import XLA_CHOICES
 from .errors import InputError
 
 PROG = "ghibli-keras"
@@ -486,7 +487,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_translation_xla(p: argparse.ArgumentParser) -> None:
     """--xla of the commands that translate with a generator (see inference.use_xla)."""
-    p.add_argument("--xla", choices=["auto", "on", "off"], default="auto",
+    p.add_argument("--xla", choices=XLA_CHOICES, default="auto",
                    help="XLA-compile the generator (auto: on for ResNet generators and on "
                    "GPU/TPU, off for the U-Net on a CPU)")
 
@@ -557,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--strategy", choices=["auto", "cpu", "gpu", "mirrored", "tpu", "multiworker"])
     p.add_argument("--mixed-precision", choices=["auto", "off", "bf16", "fp16"])
-    p.add_argument("--xla", choices=["auto", "on", "off"])
+    p.add_argument("--xla", choices=XLA_CHOICES)
     p.add_argument("--steps-per-execution", type=positive_int, metavar="N",
                    help="training steps per call from Python (1; more saves host round trips on TPUs; "
                    "on a CPU it made no measurable difference); lowered to divide --steps-per-epoch")

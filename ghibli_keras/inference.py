@@ -27,12 +27,12 @@ import tensorflow as tf
 
 from . import images
 from .callbacks import to_uint8
+from .config import XLA_CHOICES
 from .errors import InputError
 
 log = logging.getLogger(__name__)
 
 DIRECTIONS = ("photo2style", "style2photo")
-XLA_CHOICES = ("auto", "on", "off")
 DEFAULT_TILE = 1024  # pictures with a side above this are translated in tiles
 DEFAULT_OVERLAP = 128  # pixels shared by neighbouring tiles
 BATCH_PIXELS = 4 * 256 * 256  # images per forward pass: as many as fit in this many pixels

@@ -15,6 +15,7 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
+from .config import XLA_CHOICES
 from .errors import InputError
 
 log = logging.getLogger("ghibli_keras")
@@ -197,7 +198,7 @@ def auto_xla(strategy: tf.distribute.Strategy, generator: str = "resnet") -> boo
 
 def use_xla(choice: str, strategy: tf.distribute.Strategy, generator: str = "resnet") -> bool:
     """Whether to `jit_compile` the train step (`auto`: `auto_xla`)."""
-    if choice not in ("auto", "on", "off"):
+    if choice not in XLA_CHOICES:
         raise InputError(f"unknown --xla {choice!r}: auto, on or off")
     replicas = strategy.num_replicas_in_sync
     several = replicas > 1 and not isinstance(strategy, tf.distribute.TPUStrategy)
