@@ -1,5 +1,6 @@
-"""The layers that run another, faster form under XLA: each must give the plain Keras layer's
-output and gradients, eager and compiled, serialise, and keep older saved generators loading."""
+"""The layers that run another, faster form (under XLA, or always for InstanceNormalization):
+each must give the plain Keras layer's output and gradients, eager and compiled, serialise, and
+keep older saved generators loading."""
 
 import os
 
@@ -9,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from ghibli_keras import models
-from ghibli_keras.layers import NarrowConv2D, UpConv2D, in_xla_context
+from ghibli_keras.layers import InstanceNormalization, NarrowConv2D, UpConv2D, in_xla_context
 
 from conftest import REPO
 
@@ -106,6 +107,38 @@ def test_narrow_conv_is_conv2d(kernel, activation, jit_compile):
     assert_same(got, want)
 
 
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("affine", [False, True])
+def test_instance_norm_is_group_norm_with_a_group_per_channel(affine, jit_compile):
+    x = np.random.default_rng(4).normal(2.0, 3.0, size=(2, 7, 5, 6)).astype("float32")
+    init = dict(gamma_initializer="random_normal", beta_initializer="random_normal")
+    norm = InstanceNormalization(center=affine, scale=affine, **init)
+    reference = keras.layers.GroupNormalization(groups=-1, epsilon=1e-5, center=affine, scale=affine)
+    norm.build(x.shape)
+    reference.build(x.shape)
+    assert norm.groups == 6 and len(norm.weights) == (2 if affine else 0)
+    reference.set_weights(norm.get_weights())
+    got = outputs_and_gradients(norm, norm.trainable_variables, x, jit_compile)
+    want = outputs_and_gradients(reference, reference.trainable_variables, x, jit_compile=False)
+    assert_same(got, want)
+    if not affine:
+        np.testing.assert_allclose(np.std(got[0], axis=(1, 2)), 1.0, atol=1e-3)
+
+
+def test_instance_norm_config_and_refusals():
+    norm = InstanceNormalization(epsilon=1e-3, center=True, scale=True, name="n")
+    norm.build((None, 4, 4, 8))
+    config = norm.get_config()
+    assert config["groups"] == 8  # as GroupNormalization saves it: the built group count
+    copy = InstanceNormalization.from_config(config)
+    copy.build((None, 4, 4, 8))
+    assert copy.get_config() == config
+    with pytest.raises(ValueError, match="groups must be -1 or 8, got groups=2"):
+        InstanceNormalization(groups=2).build((None, 4, 4, 8))
+    with pytest.raises(ValueError, match="axis=-1.*got axis=1"):
+        InstanceNormalization(axis=1)
+
+
 def test_layers_without_bias():
     x = np.random.default_rng(2).normal(size=(1, 6, 6, 4)).astype("float32")
     for layer in (UpConv2D(2, use_bias=False), NarrowConv2D(2, 3, use_bias=False)):
@@ -120,14 +153,14 @@ def test_mixed_bfloat16_under_xla():
     policy = keras.mixed_precision.dtype_policy()
     keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
     try:
-        layers_ = [UpConv2D(4), NarrowConv2D(3, 3)]
+        layers_ = [UpConv2D(4), NarrowConv2D(3, 3), InstanceNormalization(center=True, scale=True)]
     finally:
         keras.mixed_precision.set_dtype_policy(policy)
     for layer in layers_:
         eager = layer(x)
         compiled = tf.function(lambda v, layer=layer: layer(v), jit_compile=True)(tf.constant(x))
         assert eager.dtype == compiled.dtype == tf.bfloat16
-        assert layer.kernel.dtype == "float32"  # master weights stay float32
+        assert all(w.dtype == "float32" for w in layer.weights)  # master weights stay float32
         scale = float(tf.reduce_max(tf.abs(tf.cast(eager, tf.float32))))
         np.testing.assert_allclose(tf.cast(compiled, tf.float32), tf.cast(eager, tf.float32),
                                    atol=0.02 * scale)
@@ -160,6 +193,7 @@ def test_generator_uses_them_and_compiles_to_the_same_result():
     g = models.resnet_generator(4, 1, seed=5)
     assert isinstance(g.get_layer("up1_conv"), UpConv2D)
     assert isinstance(g.get_layer("head_conv"), NarrowConv2D)
+    assert isinstance(g.get_layer("stem_norm"), InstanceNormalization)
     x = tf.random.uniform((2, 16, 24, 3), -1, 1, seed=0)
     compiled = tf.function(lambda v: g(v, training=False), jit_compile=True)(x)
     np.testing.assert_allclose(compiled, g(x, training=False), atol=1e-5)
@@ -174,3 +208,12 @@ def test_generators_saved_before_load_and_match(tmp_path):
     np.testing.assert_allclose(current(x), legacy(x), atol=1e-6)
     current.save(tmp_path / "g.keras")
     np.testing.assert_allclose(keras.saving.load_model(tmp_path / "g.keras")(x), legacy(x), atol=1e-6)
+
+
+def test_docstring_examples():
+    import doctest
+
+    from ghibli_keras import layers as gk_layers
+
+    result = doctest.testmod(gk_layers)
+    assert result.failed == 0 and result.attempted >= 4
