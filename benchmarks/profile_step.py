@@ -1,6 +1,7 @@
 """Where a training step's time goes: each convolution of the generator and discriminator
-timed alone, beside the whole networks and the whole step, all against this machine's fp32
-3×3-convolution peak measured in the same process.
+timed alone, beside the whole networks and the whole step, each against this machine's fp32
+3×3-convolution peak measured in the same process just before and after it (the `peak` column:
+the host's load drifts, and a peak measured once moved the ratios by up to ±0.1).
 
     python benchmarks/profile_step.py [--quick] [--preset paper] [--xla on|off] [--batch 1]
     python benchmarks/profile_step.py --forward [--size 1024] [--batch 4]   # what translate runs
@@ -36,7 +37,7 @@ import tensorflow as tf  # noqa: E402
 
 from ghibli_keras import models  # noqa: E402
 from ghibli_keras.config import get_preset  # noqa: E402
-from train_step import conv_peak, conv_shapes, layer_flops, peak_rss_gib, step_flops, time_step  # noqa: E402
+from train_step import PeakBeside, conv_shapes, layer_flops, peak_rss_gib, step_flops, time_step  # noqa: E402
 
 
 def timed(fn, seconds: float) -> float:
@@ -75,8 +76,10 @@ def forward_pass(net_fn, variables, x, xla: bool):
     return lambda: run().numpy()
 
 
-def conv_table(net: keras.Model, size: int, batch: int, xla: bool, seconds: float, pass_fn=train_pass):
-    """[(description, count, forward FLOPs each, seconds each)] for each distinct conv shape."""
+def conv_table(net: keras.Model, size: int, batch: int, xla: bool, seconds: float, peaks: PeakBeside,
+               pass_fn=train_pass):
+    """[(description, count, forward FLOPs each, seconds each, peak beside)] for each distinct
+    conv shape."""
     groups = collections.OrderedDict()
     for layer, i, o in conv_shapes(net, size):
         key = (type(layer).__name__, i[1:], layer.filters, layer.kernel_size, layer.strides)
@@ -88,10 +91,10 @@ def conv_table(net: keras.Model, size: int, batch: int, xla: bool, seconds: floa
         x = tf.random.uniform((batch, *shape))
         layer.build(x.shape)
         flops = batch * layer_flops(layer, i, o)
-        t = timed(pass_fn(layer, layer.trainable_variables, x, xla), seconds)
+        t, peak = peaks.around(lambda: timed(pass_fn(layer, layer.trainable_variables, x, xla), seconds))
         short = "convT" if isinstance(layer, keras.layers.Conv2DTranspose) else "conv"  # UpConv2D too
         desc = f"{short} {kernel[0]}x{kernel[1]}/{strides[0]} {shape[0]}x{shape[1]}x{shape[2]}->{filters}"
-        rows.append((desc, len(members), flops, t))
+        rows.append((desc, len(members), flops, t, peak))
     return rows
 
 
@@ -118,35 +121,38 @@ def main() -> None:
     xla = args.xla == "on"
     config = get_preset(preset)
     size, batch = args.size or config.data.image_size, args.batch
-    peak = conv_peak()
-    print(f"{preset} preset, {size}x{size}, batch {batch}, XLA {args.xla}, fp32; "
-          f"3x3 convolution peak {peak:.1f} GFLOP/s")
+    peaks = PeakBeside(1.0)
+    print(f"{preset} preset, {size}x{size}, batch {batch}, XLA {args.xla}, fp32; 'peak': the fp32 3x3 "
+          f"convolution rate (GFLOP/s) measured just before and after each row")
     nets = models.build_networks(config.model)
     totals = {}
     pass_fn, passes, what = ((forward_pass, 1, "forward") if args.forward
                              else (train_pass, 3, "forward + gradients"))
     for name in ("generator_g",) if args.forward else ("generator_g", "discriminator_x"):
         net = nets[name]
-        rows = conv_table(net, size, batch, xla, seconds, pass_fn)
-        conv_total = sum(count * t for _, count, _, t in rows)
+        rows = conv_table(net, size, batch, xla, seconds, peaks, pass_fn)
+        conv_total = sum(row[1] * row[3] for row in rows)
         print(f"\n{name}: convolutions, {what}")
-        print(f"  {'layer':40} {'n':>3} {'GFLOP':>7} {'ms':>8} {'GFLOP/s':>8} {'of peak':>7} {'share':>6}")
-        for desc, count, flops, t in rows:
+        print(f"  {'layer':40} {'n':>3} {'GFLOP':>7} {'ms':>8} {'GFLOP/s':>8} {'peak':>6} {'of peak':>7} "
+              f"{'share':>6}")
+        for desc, count, flops, t, peak in rows:
             rate = passes * flops / t / 1e9
             print(f"  {desc:40} {count:3d} {passes * flops / 1e9:7.2f} {1e3 * t:8.1f} {rate:8.1f} "
-                  f"{rate / peak:7.2f} {count * t / conv_total:6.1%}")
-        whole = network_time(net, size, batch, xla, seconds, pass_fn)
-        flops = sum(passes * count * f for _, count, f, _ in rows)
+                  f"{peak:6.1f} {rate / peak:7.2f} {count * t / conv_total:6.1%}")
+        # the convolutions' sum against their rows' peaks, weighted by each row's share of the time
+        peak = sum(row[1] * row[3] * row[4] for row in rows) / conv_total
+        whole, whole_peak = peaks.around(lambda: network_time(net, size, batch, xla, seconds, pass_fn))
+        flops = sum(passes * row[1] * row[2] for row in rows)
         print(f"  sum of the convolutions alone: {conv_total:.3f} s ({flops / conv_total / 1e9:.1f} GFLOP/s, "
               f"{flops / conv_total / 1e9 / peak:.2f} of peak)")
         print(f"  the whole network:             {whole:.3f} s ({flops / whole / 1e9:.1f} GFLOP/s, "
-              f"{flops / whole / 1e9 / peak:.2f} of peak); non-convolution layers "
+              f"{flops / whole / 1e9 / whole_peak:.2f} of peak {whole_peak:.1f}); non-convolution layers "
               f"{(whole - conv_total) / whole:.0%} of it")
         totals[name] = whole
     if args.forward:
         print(f"\npeak resident memory: {peak_rss_gib():.2f} GiB")
         return
-    step = time_step(config, batch, xla, "off", steps=2 if args.quick else 3)
+    step, peak = peaks.around(lambda: time_step(config, batch, xla, "off", steps=2 if args.quick else 3))
     # The step's passes: G and F run 6 times in all with the identity loss (4 without), each a
     # full train pass. The discriminators run 2 times in the generator update (forward + input
     # gradients) and 4 times in their own (forward + weight gradients): 12 forwards, i.e. about
@@ -154,7 +160,7 @@ def main() -> None:
     passes_g = 6 if config.train.lambda_identity > 0 else 4
     predicted = passes_g * totals["generator_g"] + 4 * totals["discriminator_x"]
     print(f"\nwhole step: {step:.3f} s measured ({step_flops(config, batch) / step / 1e9:.1f} GFLOP/s, "
-          f"{step_flops(config, batch) / step / 1e9 / peak:.2f} of peak); the networks' passes "
+          f"{step_flops(config, batch) / step / 1e9 / peak:.2f} of peak {peak:.1f}); the networks' passes "
           f"predict {predicted:.3f} s, so {max(step - predicted, 0) / step:.0%} is the rest "
           f"(optimizers, pool, losses)")
     print(f"peak resident memory: {peak_rss_gib():.2f} GiB")

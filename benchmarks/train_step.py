@@ -96,6 +96,27 @@ def conv_peak(seconds: float = 2.0) -> float:
     return best
 
 
+class PeakBeside:
+    """The fp32 convolution peak measured just before and just after each measurement: a
+    measurement's peak is the mean of the two, and its 'after' is the next one's 'before'.
+
+    >>> peaks = PeakBeside(seconds=1.0)
+    >>> seconds, peak = peaks.around(lambda: time_something())  # doctest: +SKIP
+    """
+
+    def __init__(self, seconds: float = 1.0, measure=None):
+        self.seconds = seconds
+        self.measure = measure or conv_peak
+        self.before = self.measure(seconds)
+
+    def around(self, measurement):
+        """(measurement(), the peak beside it)."""
+        value = measurement()
+        after = self.measure(self.seconds)
+        peak, self.before = (self.before + after) / 2, after
+        return value, peak
+
+
 def bf16_supported() -> bool:
     from ghibli_keras.strategy import cpu_has_bf16
 
@@ -158,7 +179,7 @@ def main() -> None:
     print("peak RSS: the process's peak resident memory after the row (rows run in order)")
     print(f"{'preset':8} {'batch':>5} {'xla':>4} {'prec':>5} {'spe':>4} {'s/step':>8} {'img/s':>7} "
           f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'peak':>6} {'of peak':>7} {'peak RSS':>9}")
-    before = conv_peak(ROW_PEAK_SECONDS)
+    peaks = PeakBeside(ROW_PEAK_SECONDS)
     for name in presets:
         config = get_preset(name)
         for batch in batches:
@@ -167,10 +188,8 @@ def main() -> None:
                 for precision in precisions:
                     first = None  # (spe, seconds) of the first --spe value
                     for spe in spes:
-                        seconds = time_step(config, batch, xla == "on", precision, steps, spe)
-                        rss = peak_rss_gib()
-                        after = conv_peak(ROW_PEAK_SECONDS)
-                        peak, before = (before + after) / 2, after
+                        (seconds, rss), peak = peaks.around(lambda: (
+                            time_step(config, batch, xla == "on", precision, steps, spe), peak_rss_gib()))
                         rate = flops / seconds / 1e9
                         gain = "" if first is None else f"  {first[1] / seconds:.2f}x as fast as spe {first[0]}"
                         first = first or (spe, seconds)

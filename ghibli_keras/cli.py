@@ -486,7 +486,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_translation_xla(p: argparse.ArgumentParser) -> None:
-    """--xla of the commands that translate with a generator (see inference.use_xla)."""
+    """--xla of the commands that translate with a generator (see inference.translation_xla)."""
     p.add_argument("--xla", choices=XLA_CHOICES, default="auto",
                    help="XLA-compile the generator (auto: on for ResNet generators and on "
                    "GPU/TPU, off for the U-Net on a CPU)")

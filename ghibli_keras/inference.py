@@ -76,7 +76,7 @@ def pad_run_crop(fn: Callable, images_: tf.Tensor, multiple: int) -> tf.Tensor:
 # The model
 
 
-def use_xla(choice: str, generator: keras.Model) -> bool:
+def translation_xla(choice: str, generator: keras.Model) -> bool:
     """Whether to XLA-compile `generator` for translation. `on`/`off` as said; `auto` as
     training's `--xla auto` (`strategy.auto_xla`): on for GPUs and TPUs and, on a CPU, for
     ResNet generators (their UpConv2D and NarrowConv2D layers run faster forms under XLA: the
@@ -110,8 +110,8 @@ class Translator:
     def load(cls, model: os.PathLike, direction: str = "photo2style", xla: str = "auto") -> "Translator":
         """From a workdir (its `model.keras`), a `.keras` file (a CycleGAN, or one generator,
         e.g. the `generator.keras` of an export) or a SavedModel folder written by `export`.
-        `xla` (auto, on, off): whether to XLA-compile a Keras generator (see `use_xla`); a
-        SavedModel keeps what `export` chose.
+        `xla` (auto, on, off): whether to XLA-compile a Keras generator (see
+        `translation_xla`); a SavedModel keeps what `export` chose.
 
         Raises:
             InputError: no such model, a direction the model does not have, or a file Keras
@@ -154,7 +154,8 @@ class Translator:
         else:
             raise InputError(f"{path} holds one generator; {direction} needs the whole CycleGAN "
                              f"(the workdir or its model.keras)")
-        fn = tf.function(lambda x: generator(x, training=False), jit_compile=use_xla(xla, generator),
+        fn = tf.function(lambda x: generator(x, training=False),
+                         jit_compile=translation_xla(xla, generator),
                          input_signature=[IMAGES_SPEC])  # one trace for every size
         return cls(fn, size_multiple(generator), f"{generator.name} of {path}", generator)
 

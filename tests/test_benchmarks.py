@@ -11,7 +11,7 @@ from ghibli_keras import models
 from conftest import REPO
 
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-from train_step import conv_flops, conv_shapes, layer_flops  # noqa: E402
+from train_step import PeakBeside, conv_flops, conv_shapes, layer_flops  # noqa: E402
 
 
 def conv(size_out, k, cin, cout):
@@ -49,3 +49,10 @@ def test_layer_flops_scale_with_batch():
     g = models.resnet_generator(4, 1, seed=0)
     layer, i, o = conv_shapes(g, 32)[0]
     assert layer_flops(layer, (3, *i[1:]), (3, *o[1:])) == 3 * layer_flops(layer, i, o)
+
+
+def test_peak_beside_each_measurement_is_the_mean_of_the_peaks_around_it():
+    measured = iter([100.0, 140.0, 90.0])
+    peaks = PeakBeside(seconds=0.5, measure=lambda seconds: next(measured))
+    assert peaks.around(lambda: "first") == ("first", 120.0)  # (100 + 140) / 2
+    assert peaks.around(lambda: "second") == ("second", 115.0)  # 140 is reused as 'before'

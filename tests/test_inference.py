@@ -130,11 +130,12 @@ def test_xla_choice_for_translation():
     image = keras.Input((None, None, 3))
     skip = keras.layers.Concatenate()([image, keras.layers.Conv2D(3, 1)(image)])
     unet_like = keras.Model(image, keras.layers.Conv2D(3, 1)(skip))
-    assert inference.use_xla("auto", resnet) is True  # this machine is a CPU
-    assert inference.use_xla("auto", unet_like) is False
-    assert inference.use_xla("on", unet_like) is True and inference.use_xla("off", resnet) is False
+    assert inference.translation_xla("auto", resnet) is True  # this machine is a CPU
+    assert inference.translation_xla("auto", unet_like) is False
+    assert inference.translation_xla("on", unet_like) is True
+    assert inference.translation_xla("off", resnet) is False
     with pytest.raises(InputError, match="xla must be one of .* got 'yes'"):
-        inference.use_xla("yes", resnet)
+        inference.translation_xla("yes", resnet)
 
 
 def test_xla_on_and_off_translate_alike(trained_workdir, tmp_path, rng):
