@@ -3,6 +3,7 @@ convolution) and `NarrowConv2D` (row-split form of the 7×7 head to RGB), agains
 Keras layers they replace, all XLA-compiled, in the same process.
 
     python benchmarks/xla_forms.py [--quick] [--preset paper] [--size 256] [--seconds 3]
+                                   [--precision off|bf16]
 
 Prints, for each such layer of the preset's generator (forward at batch 4, as `translate`
 runs; forward + gradients at batch 1, as a training step runs), the Keras layer's time, the
@@ -34,6 +35,7 @@ from ghibli_keras.config import get_preset  # noqa: E402
 from profile_step import forward_pass, timed, train_pass  # noqa: E402
 
 PASSES = (("forward", forward_pass, 4), ("fwd+grad", train_pass, 1))  # (name, pass, batch)
+POLICIES = {"off": "float32", "bf16": "mixed_bfloat16"}
 
 
 @contextlib.contextmanager
@@ -77,7 +79,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="picture side (256)")
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement (3)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--precision", choices=list(POLICIES), default="off",
+                        help="off: float32; bf16: mixed_bfloat16 (float32 weights), as training's "
+                        "--mixed-precision bf16")
     args = parser.parse_args()
+    keras.config.set_dtype_policy(POLICIES[args.precision])
     preset = "tiny" if args.quick else args.preset
     seconds, rounds = (0.5, 1) if args.quick else (args.seconds, args.rounds)
     m = get_preset(preset).model
@@ -85,8 +91,8 @@ def main() -> None:
     forms = [l for l in g.layers if isinstance(l, (gk_layers.UpConv2D, gk_layers.NarrowConv2D))]
     probe = keras.Model(g.inputs, [l.input for l in forms])
     shapes = [tuple(t.shape[1:]) for t in probe([np.zeros((1, args.size, args.size, 3), "float32")])]
-    print(f"{preset} preset generator, {args.size}x{args.size}, XLA on, fp32; median of {rounds} "
-          f"alternating rounds of {seconds:g} s")
+    print(f"{preset} preset generator, {args.size}x{args.size}, XLA on, {POLICIES[args.precision]}; "
+          f"median of {rounds} alternating rounds of {seconds:g} s")
     print(f"  {'layer':38} {'pass':9} {'batch':>5} {'Keras ms':>9} {'form ms':>8}  gain")
     for layer, shape in zip(forms, shapes):
         kind = type(layer).__name__
