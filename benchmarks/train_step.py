@@ -98,11 +98,10 @@ def conv_peak(seconds: float = 2.0) -> float:
 
 class PeakBeside:
     """The fp32 convolution peak measured just before and just after each measurement: a
-    measurement's peak is the mean of the two, and its 'after' is the next one's 'before'.
-
-    >>> peaks = PeakBeside(seconds=1.0)
-    >>> seconds, peak = peaks.around(lambda: time_something())  # doctest: +SKIP
-    """
+    measurement's peak is the mean of the two, and its 'after' is the next one's 'before' (the
+    host's load drifts; a peak measured once moved the ratios by up to ±0.1).
+    `measure(seconds)` gives one peak (`conv_peak` by default); `around(measurement)` returns
+    `(measurement(), its peak)`."""
 
     def __init__(self, seconds: float = 1.0, measure=None):
         self.seconds = seconds
