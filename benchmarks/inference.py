@@ -33,7 +33,8 @@ import tensorflow as tf  # noqa: E402
 
 from ghibli_keras import export, inference, models  # noqa: E402
 from ghibli_keras.config import get_preset  # noqa: E402
-from train_step import conv_flops, conv_peak  # noqa: E402
+from flops import conv_flops  # noqa: E402
+from train_step import conv_peak  # noqa: E402
 
 KAGGLE_PHOTOS = 7038  # photo_jpg of gan-getting-started, all 256x256
 PEAK_SECONDS = 1.0  # per reference shape, in each round

@@ -37,7 +37,8 @@ import tensorflow as tf  # noqa: E402
 
 from ghibli_keras import models  # noqa: E402
 from ghibli_keras.config import get_preset  # noqa: E402
-from train_step import PeakBeside, conv_shapes, layer_flops, peak_rss_gib, step_flops, time_step  # noqa: E402
+from flops import conv_shapes, layer_flops, step_flops  # noqa: E402
+from train_step import PeakBeside, peak_rss_gib, time_step  # noqa: E402
 
 
 def timed(fn, seconds: float) -> float:

@@ -6,6 +6,8 @@ Naming follows the paper: G: X -> Y (photo -> style), F: Y -> X, D_X judges X, D
 
 from __future__ import annotations
 
+from functools import partial
+
 import keras
 import tensorflow as tf
 
@@ -186,40 +188,30 @@ class CycleGAN(keras.Model):
         G, F = self.generator_g, self.generator_f
         # 0 during the reconstruction-only warm-up, then 1.
         adversarial = tf.cast(self.g_optimizer.iterations >= self.warmup_steps, tf.float32)
+        G_, F_, D_X, D_Y = (partial(net, training=True) for net in (
+            G, F, self.discriminator_x, self.discriminator_y))
         with tf.GradientTape(persistent=True) as tape:
-            fake_y = G(x, training=True)  # G(x)
-            cycled_x = F(fake_y, training=True)  # F(G(x))
-            fake_x = F(y, training=True)  # F(y)
-            cycled_y = G(fake_x, training=True)  # G(F(y))
-            g_adv = losses.adversarial(self.discriminator_y(fake_y, training=True), True, self.gan_loss)
-            f_adv = losses.adversarial(self.discriminator_x(fake_x, training=True), True, self.gan_loss)
-            cycle = losses.l1(cycled_x, x) + losses.l1(cycled_y, y)
-            if self.lambda_identity > 0:
-                identity = losses.l1(G(y, training=True), y) + losses.l1(F(x, training=True), x)
-            else:
-                identity = tf.zeros_like(cycle)
-            # One joint objective: each cycle term trains both generators, as in the reference.
-            joint = (
-                g_adv + f_adv
-                + self.lambda_cycle * cycle
-                + self.lambda_cycle * self.lambda_identity * identity
+            out = losses.generator_objective(
+                G_, F_, D_X, D_Y, x, y,
+                lambda_cycle=self.lambda_cycle, lambda_identity=self.lambda_identity,
+                gan_loss=self.gan_loss, adversarial_weight=adversarial,
             )
-            reconstruction = losses.l1(fake_y, x) + losses.l1(fake_x, y)
-            per_example = adversarial * joint + (1.0 - adversarial) * reconstruction  # (B,)
+            per_example = out["loss"]  # (B,)
             g_loss = self._global_average(per_example, x)
         self._apply(self.g_optimizer, tape, g_loss, G)
         self._apply(self.f_optimizer, tape, g_loss, F)
         del tape
 
         d_x = self._discriminator_step(
-            self.discriminator_x, self.d_x_optimizer, x, self.pool_x(fake_x), adversarial
+            self.discriminator_x, self.d_x_optimizer, x, self.pool_x(out["fake_x"]), adversarial
         )
         d_y = self._discriminator_step(
-            self.discriminator_y, self.d_y_optimizer, y, self.pool_y(fake_y), adversarial
+            self.discriminator_y, self.d_y_optimizer, y, self.pool_y(out["fake_y"]), adversarial
         )
         values = {
-            "g_loss": per_example, "g_adv": g_adv, "f_adv": f_adv, "cycle_loss": cycle,
-            "identity_loss": identity, "d_x_loss": d_x, "d_y_loss": d_y,
+            "g_loss": per_example, "g_adv": out["g_adv"], "f_adv": out["f_adv"],
+            "cycle_loss": out["cycle"], "identity_loss": out["identity"],
+            "d_x_loss": d_x, "d_y_loss": d_y,
         }
         for name, value in values.items():
             self.trackers[name].update_state(value)

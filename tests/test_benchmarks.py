@@ -11,7 +11,8 @@ from ghibli_keras import models
 from conftest import REPO
 
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-from train_step import PeakBeside, conv_flops, conv_shapes, layer_flops  # noqa: E402
+from flops import conv_flops, conv_shapes, layer_flops  # noqa: E402
+from train_step import PeakBeside  # noqa: E402
 
 
 def conv(size_out, k, cin, cout):

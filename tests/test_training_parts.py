@@ -23,6 +23,32 @@ def test_losses_per_example():
         losses.adversarial(logits, True, "wgan")
 
 
+def test_generator_objective_terms():
+    x = tf.random.uniform((2, 4, 4, 3), -1, 1)
+    y = tf.random.uniform((2, 4, 4, 3), -1, 1)
+    identity = lambda t: t  # noqa: E731
+    says_fake = lambda t: tf.zeros((tf.shape(t)[0], 2, 2, 1))  # noqa: E731  (logits 0: LSGAN 1)
+    out = losses.generator_objective(identity, identity, says_fake, says_fake, x, y,
+                                     lambda_cycle=10.0, lambda_identity=0.5)
+    np.testing.assert_allclose(out["g_adv"], [1.0, 1.0])
+    np.testing.assert_allclose(out["cycle"], [0.0, 0.0])
+    np.testing.assert_allclose(out["identity"], [0.0, 0.0])
+    np.testing.assert_allclose(out["loss"], [2.0, 2.0])  # g_adv + f_adv
+    # G shifts by 0.5: cycles |F(G(x)) - x| = 0.5 and |G(F(y)) - y| = 0.5, identity |G(y) - y| = 0.5
+    shift = lambda t: t + 0.5  # noqa: E731
+    out = losses.generator_objective(shift, identity, says_fake, says_fake, x, y,
+                                     lambda_cycle=10.0, lambda_identity=0.5)
+    np.testing.assert_allclose(out["cycle"], [1.0, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(out["identity"], [0.5, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(out["loss"], [2.0 + 10.0 + 10.0 * 0.5 * 0.5] * 2, rtol=1e-6)
+    np.testing.assert_allclose(out["fake_y"], x + 0.5)
+    # warm-up (adversarial weight 0): only |G(x) - x| + |F(y) - y| = 0.5
+    out = losses.generator_objective(shift, identity, says_fake, says_fake, x, y,
+                                     lambda_cycle=10.0, lambda_identity=0.0, adversarial_weight=0.0)
+    np.testing.assert_allclose(out["loss"], [0.5, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(out["identity"], [0.0, 0.0])
+
+
 def _images(values):
     return tf.constant(np.stack([np.full((2, 2, 3), v, np.float32) for v in values]))
 
