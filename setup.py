@@ -40,6 +40,9 @@ EXTRAS_REQUIRE = {
         # the web UI, and Playwright driving Debian's chromium (no browser download)
         *UI_REQUIRES,
         "playwright>=1.40,<2",
+        # benchmarks/jax_step.py: the networks and the objective on Keras' JAX backend (the
+        # stand-in for GPU timings where TensorFlow cannot be installed); CPU jaxlib
+        "jax[cpu]>=0.4.34,<1",
     ],
     "kaggle": ["kaggle>=1.6,<3"],
     "ui": UI_REQUIRES,

@@ -22,8 +22,11 @@ CLI_ENV = "GHIBLI_KERAS_CLI"
 # While `python -m ghibli_keras` imports this package, sys.argv[0] is "-m" (documented in
 # the Python command-line reference); `ghibli-keras` sets CLI_ENV.
 _cli = bool(_os.environ.get(CLI_ENV)) or _sys.argv[:1] == ["-m"]
+# The training API needs TensorFlow; on another Keras backend (KERAS_BACKEND, read the way
+# Keras reads it at import) only the networks import: ghibli_keras.models, .layers, .losses.
+_tensorflow = _os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow"
 
-if not _cli:
+if not _cli and _tensorflow:
     from .config import PRESETS, Config, DataConfig, ModelConfig, TrainConfig, get_preset
     from .cyclegan import CycleGAN
     from .layers import ReflectionPadding2D

@@ -125,7 +125,12 @@ def in_xla_context() -> bool:
     """Whether the code being traced now will be compiled by XLA (a `tf.function` with
     `jit_compile=True`, as Keras makes for `jit_compile=True`). False when eager, in a plain
     graph, or where TensorFlow no longer has this internal helper (the layers then run their
-    Keras form, which is correct everywhere, only slower under XLA)."""
+    Keras form, which is correct everywhere, only slower under XLA). On the JAX backend
+    always True (`jax.jit` and JAX's eager operations alike run through XLA); on the others
+    False."""
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        return backend == "jax"
     import tensorflow as tf
 
     if tf.executing_eagerly():
@@ -184,8 +189,6 @@ class UpConv2D(layers.Conv2DTranspose):
         return y
 
     def _sub_pixel(self, x):
-        import tensorflow as tf
-
         kernel = ops.transpose(ops.convert_to_tensor(self.kernel), (0, 1, 3, 2))  # (3, 3, C, F)
         zero = ops.zeros_like(kernel[0, 0])  # (C, F)
         tap = lambda ty, tx: zero if ty is None or tx is None else kernel[ty, tx]  # noqa: E731
@@ -201,7 +204,10 @@ class UpConv2D(layers.Conv2DTranspose):
         y = ops.conv(x, sub_kernel, strides=1, padding="valid")  # (B, H, W, 4F)
         if self.use_bias:
             y = y + ops.tile(ops.convert_to_tensor(self.bias), [4])
-        return tf.nn.depth_to_space(y, 2)  # (B, 2H, 2W, F)
+        b, h, w = ops.shape(x)[0], ops.shape(x)[1] - 1, ops.shape(x)[2] - 1
+        y = ops.reshape(y, (b, h, w, 2, 2, self.filters))  # channels (phase y, phase x, F)
+        y = ops.transpose(y, (0, 1, 3, 2, 4, 5))  # (B, H, 2, W, 2, F): depth_to_space(2)
+        return ops.reshape(y, (b, 2 * h, 2 * w, self.filters))  # (B, 2H, 2W, F)
 
     def compute_output_shape(self, input_shape):
         b, h, w, _ = input_shape
