@@ -1,14 +1,17 @@
 """What the generator's XLA-only layer forms gain: `UpConv2D` (sub-pixel form of the transposed
-convolution) and `NarrowConv2D` (row-split form of the 7×7 head to RGB), against the plain
-Keras layers they replace, all XLA-compiled, in the same process.
+convolution), `NarrowConv2D` (row-split form of the 7×7 head to RGB) and `ReflectionPadding2D`
+(edge sums instead of a concatenation), against the plain Keras layers they replace, all
+XLA-compiled, in the same process.
 
     python benchmarks/xla_forms.py [--quick] [--preset paper] [--size 256] [--seconds 3]
                                    [--precision off|bf16]
 
 Prints, for each such layer of the preset's generator (forward at batch 4, as `translate`
 runs; forward + gradients at batch 1, as a training step runs), the Keras layer's time, the
-form's time and the ratio; then the whole generator with the forms and with the plain layers
-(the same network and weights), and without XLA (plain TensorFlow and oneDNN, where the
+form's time and the ratio (each distinct padding once; its edge-sum form is used on GPUs
+only, and timed here whatever the device); then the whole generator with the plain layers,
+with the forms (as this device runs them) and with the edge-sum padding too (the same network
+and weights), and without XLA (plain TensorFlow and oneDNN, where the
 layers run their Keras forms anyway). Rounds alternate the variants so drifting load hits all;
 each figure is the median over the rounds.
 """
@@ -39,14 +42,24 @@ POLICIES = {"off": "float32", "bf16": "mixed_bfloat16"}
 
 
 @contextlib.contextmanager
-def plain_layers():
-    """Traces UpConv2D and NarrowConv2D as their plain Keras forms, even under XLA."""
-    real = gk_layers.in_xla_context
-    gk_layers.in_xla_context = lambda: False
+def patched(owner, name, value):
+    """`owner.name` is `value` inside the block."""
+    real = getattr(owner, name)
+    setattr(owner, name, value)
     try:
         yield
     finally:
-        gk_layers.in_xla_context = real
+        setattr(owner, name, real)
+
+
+def plain_layers():
+    """Traces the layers with XLA forms as their plain Keras forms, even under XLA."""
+    return patched(gk_layers, "in_xla_context", lambda: False)
+
+
+def edge_sum_padding():
+    """Traces ReflectionPadding2D as its edge-sum form, whatever the device."""
+    return patched(gk_layers.ReflectionPadding2D, "call", gk_layers.ReflectionPadding2D._edge_sums)
 
 
 def keras_equivalent(layer, input_shape):
@@ -88,42 +101,54 @@ def main() -> None:
     seconds, rounds = (0.5, 1) if args.quick else (args.seconds, args.rounds)
     m = get_preset(preset).model
     g = models.resnet_generator(m.ngf, m.n_blocks, seed=0)
-    forms = [l for l in g.layers if isinstance(l, (gk_layers.UpConv2D, gk_layers.NarrowConv2D))]
+    kinds = (gk_layers.UpConv2D, gk_layers.NarrowConv2D, gk_layers.ReflectionPadding2D)
+    forms = [l for l in g.layers if isinstance(l, kinds)]
     probe = keras.Model(g.inputs, [l.input for l in forms])
     shapes = [tuple(t.shape[1:]) for t in probe([np.zeros((1, args.size, args.size, 3), "float32")])]
+    distinct = {}  # each padding of a distinct input shape once (18 in the residual blocks)
+    for layer, shape in zip(forms, shapes):
+        key = (layer.name,) if not isinstance(layer, gk_layers.ReflectionPadding2D) else (
+            shape, layer.padding)
+        distinct.setdefault(key, (layer, shape))
     print(f"{preset} preset generator, {args.size}x{args.size}, XLA on, {POLICIES[args.precision]}; "
           f"median of {rounds} alternating rounds of {seconds:g} s")
     print(f"  {'layer':38} {'pass':9} {'batch':>5} {'Keras ms':>9} {'form ms':>8}  gain")
-    for layer, shape in zip(forms, shapes):
+    for layer, shape in distinct.values():
         kind = type(layer).__name__
-        desc = f"{layer.name} {kind} {'x'.join(map(str, shape))}->{layer.filters}"
+        out = f"p{layer.padding}" if kind == "ReflectionPadding2D" else layer.filters
+        desc = f"{layer.name} {kind} {'x'.join(map(str, shape))}->{out}"
         for pass_name, pass_fn, batch in PASSES:
             x = tf.random.uniform((batch, *shape))
-            plain_fn, plain_vars = keras_equivalent(layer, x.shape)
-            t_plain, t_form = alternate([pass_fn(plain_fn, plain_vars, x, True),
-                                         pass_fn(layer, layer.trainable_variables, x, True)],
-                                        rounds, seconds)
+            if kind == "ReflectionPadding2D":
+                runs = [pass_fn(layer._reflect, [], x, True), pass_fn(layer._edge_sums, [], x, True)]
+            else:
+                plain_fn, plain_vars = keras_equivalent(layer, x.shape)
+                runs = [pass_fn(plain_fn, plain_vars, x, True),
+                        pass_fn(layer, layer.trainable_variables, x, True)]
+            t_plain, t_form = alternate(runs, rounds, seconds)
             print(f"  {desc:38} {pass_name:9} {batch:5d} {t_plain * 1e3:9.1f} {t_form * 1e3:8.1f}  "
                   f"{t_plain / t_form:.2f}x", flush=True)
-    print("whole generator (the same weights): without XLA, XLA with the plain layers, XLA with the forms")
-    print(f"  {'pass':9} {'batch':>5} {'no XLA s':>8} {'plain s':>8} {'forms s':>8}  "
-          f"{'forms/plain':>11} {'forms/no XLA':>12}")
+    print("whole generator (the same weights): without XLA; XLA with the plain layers, with the "
+          "forms (as on this device), and with the edge-sum padding too")
+    print(f"  {'pass':9} {'batch':>5} {'no XLA s':>8} {'plain s':>8} {'forms s':>8} {'+pad s':>8}  "
+          f"{'forms/plain':>11} {'forms/no XLA':>12} {'+pad/forms':>10}")
     for pass_name, pass_fn, batch in PASSES:
         x = tf.random.uniform((batch, args.size, args.size, 3), -1, 1)
         training = pass_fn is train_pass
         net = lambda v: g(v, training=training)  # noqa: E731
 
-        def plain_pass():
-            with plain_layers():
+        def compiled_within(context):
+            with context:
                 run = pass_fn(net, g.trainable_variables, x, True)
-                run()  # trace and compile while the plain forms are in place
+                run()  # trace and compile while the patch is in place
             return run
 
-        runs = [pass_fn(net, g.trainable_variables, x, False), plain_pass(),
-                pass_fn(net, g.trainable_variables, x, True)]
-        t_off, t_plain, t_forms = alternate(runs, rounds, seconds)
-        print(f"  {pass_name:9} {batch:5d} {t_off:8.3f} {t_plain:8.3f} {t_forms:8.3f}  "
-              f"{t_plain / t_forms:10.2f}x {t_off / t_forms:11.2f}x", flush=True)
+        runs = [pass_fn(net, g.trainable_variables, x, False), compiled_within(plain_layers()),
+                pass_fn(net, g.trainable_variables, x, True), compiled_within(edge_sum_padding())]
+        t_off, t_plain, t_forms, t_pad = alternate(runs, rounds, seconds)
+        print(f"  {pass_name:9} {batch:5d} {t_off:8.3f} {t_plain:8.3f} {t_forms:8.3f} {t_pad:8.3f}  "
+              f"{t_plain / t_forms:10.2f}x {t_off / t_forms:11.2f}x {t_forms / t_pad:9.2f}x",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import ghibli_keras.layers as gk_layers
 from ghibli_keras import models
-from ghibli_keras.layers import InstanceNormalization, NarrowConv2D, UpConv2D, in_xla_context
+from ghibli_keras.layers import (
+    InstanceNormalization, NarrowConv2D, ReflectionPadding2D, UpConv2D, in_xla_context,
+)
 
 from conftest import REPO
 
@@ -104,6 +107,22 @@ def test_narrow_conv_is_conv2d(kernel, activation, jit_compile):
     reference.set_weights(narrow.get_weights())
     got = outputs_and_gradients(narrow, narrow.trainable_variables, x, jit_compile)
     want = outputs_and_gradients(reference, reference.trainable_variables, x, jit_compile=False)
+    assert_same(got, want)
+
+
+@pytest.mark.parametrize("jit_compile, gpu", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("padding, shape", [(1, (2, 5, 7, 3)), (3, (1, 8, 4, 2)), (2, (1, 3, 6, 1))])
+def test_reflection_padding_is_numpy_reflect(padding, shape, jit_compile, gpu, monkeypatch):
+    """Both forms (the edge sums under XLA on a GPU) are np.pad(mode="reflect"), gradients too."""
+    x = np.random.default_rng(2).normal(size=shape).astype("float32")
+    pad = ReflectionPadding2D(padding)
+    want = outputs_and_gradients(pad, [], x, jit_compile=False)  # the plain form
+    monkeypatch.setattr(gk_layers, "on_gpu", lambda: gpu)
+    unused = "_reflect" if jit_compile and gpu else "_edge_sums"  # must not be traced
+    monkeypatch.setattr(ReflectionPadding2D, unused, lambda self, x: 1 / 0)
+    got = outputs_and_gradients(pad, [], x, jit_compile)
+    p = padding
+    np.testing.assert_array_equal(got[0], np.pad(x, [(0, 0), (p, p), (p, p), (0, 0)], mode="reflect"))
     assert_same(got, want)
 
 
