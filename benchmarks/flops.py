@@ -27,6 +27,22 @@ def conv_shapes(net: keras.Model, size: int) -> list:
     return list(zip(convs, shapes[: len(convs)], shapes[len(convs):]))
 
 
+def conv_groups(net: keras.Model, size: int) -> list:
+    """The convolutions of `net` grouped by what their cost depends on: [(description, [(layer,
+    input shape, output shape)] of the group)], in the network's order. The description reads
+    like "conv 3x3/1 64x64x256->256" (`convT` for a transposed or upsampling convolution)."""
+    groups = {}
+    for layer, i, o in conv_shapes(net, size):
+        key = (type(layer).__name__, i[1:], layer.filters, layer.kernel_size, layer.strides)
+        groups.setdefault(key, []).append((layer, i, o))
+    described = []
+    for (_, shape, filters, kernel, strides), members in groups.items():
+        short = "convT" if isinstance(members[0][0], keras.layers.Conv2DTranspose) else "conv"  # UpConv2D too
+        desc = f"{short} {kernel[0]}x{kernel[1]}/{strides[0]} {shape[0]}x{shape[1]}x{shape[2]}->{filters}"
+        described.append((desc, members))
+    return described
+
+
 def layer_flops(layer, input_shape, output_shape) -> float:
     """Forward FLOPs of one convolution (2 per multiply-add; a transposed convolution counted
     over its input positions, the zero taps of its stride not counted)."""

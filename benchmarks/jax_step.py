@@ -137,7 +137,7 @@ def profile_networks(nets: dict, size: int, batch: int) -> list:
     import keras
     import numpy as np
 
-    from flops import conv_shapes, layer_flops
+    from flops import conv_groups, conv_shapes, layer_flops
 
     rng = np.random.default_rng(1)
     rows = []
@@ -149,21 +149,16 @@ def profile_networks(nets: dict, size: int, batch: int) -> list:
         convs = conv_shapes(net, size)
         flops = batch * sum(layer_flops(*c) for c in convs)
         rows.append((f"{name} (whole)", 1, flops, median_seconds(training_pass(call, trainable, x), 10)))
-        groups = {}
-        for layer, i, o in convs:
-            key = (type(layer).__name__, i[1:], layer.filters, layer.kernel_size, layer.strides)
-            groups.setdefault(key, []).append((layer, i, o))
-        for (_, shape, filters, kernel, strides), members in groups.items():
+        for desc, members in conv_groups(net, size):
             layer, i, o = members[0]
-            x = jax.numpy.asarray(rng.uniform(-1, 1, (batch, *shape)).astype(layer.compute_dtype))
+            x = jax.numpy.asarray(rng.uniform(-1, 1, (batch, *i[1:])).astype(layer.compute_dtype))
             # The layer inside a model, called as the networks are (a layer's own stateless
             # call does not cast its float32 weights to bf16).
-            inputs = keras.Input(shape, dtype=layer.compute_dtype)
+            inputs = keras.Input(i[1:], dtype=layer.compute_dtype)
             alone = keras.Model(inputs, layer(inputs))
             call = lambda tv, x, m=alone: m.stateless_call(tv, [], x)[0]  # noqa: E731
             trainable = [v.value for v in alone.trainable_variables]
-            short = "convT" if isinstance(layer, keras.layers.Conv2DTranspose) else "conv"  # UpConv2D too
-            what = f"  {short} {kernel[0]}x{kernel[1]}/{strides[0]} {shape[0]}x{shape[1]}x{shape[2]}->{filters}"
+            what = f"  {desc}"
             seconds = median_seconds(training_pass(call, trainable, x), 10)
             rows.append((what, len(members), batch * layer_flops(layer, i, o), seconds))
     return rows
@@ -231,12 +226,25 @@ def run_row(preset: str, batch: int, precision: str, steps: int, matmul_size: in
     }
 
 
+def batch_list(text: str) -> list:
+    """`--batches`: positive integers separated by commas."""
+    try:
+        batches = [int(b) for b in text.split(",")]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of positive integers like 1,8")
+    return batches
+
+
 def main() -> None:
+    from ghibli_keras.config import PRESETS  # plain Python: no Keras, no backend
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="tiny preset, batch 1, fp32, 3 steps, a small matrix product")
-    parser.add_argument("--preset", default="paper")
-    parser.add_argument("--batches", default="1,8", help="per device, e.g. 1,8")
+    parser.add_argument("--preset", default="paper", choices=list(PRESETS))
+    parser.add_argument("--batches", default="1,8", type=batch_list, help="per device, e.g. 1,8")
     parser.add_argument("--precision", help=f"of {','.join(PRECISIONS)} (off,bf16; --quick: off)")
     parser.add_argument("--steps", type=int, default=20, help="steps per timed run")
     parser.add_argument("--profile", action="store_true",
@@ -251,7 +259,7 @@ def main() -> None:
         print(json.dumps(run_row(preset, int(batch), precision, steps, matmul_size, args.profile)))
         return
     preset = "tiny" if args.quick else args.preset
-    batches = [1] if args.quick else [int(b) for b in args.batches.split(",")]
+    batches = [1] if args.quick else args.batches
     precisions = (args.precision or ("off" if args.quick else "off,bf16")).split(",")
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad:

@@ -21,7 +21,6 @@ the whole network), at `--size` (the preset's crop by default), no discriminator
 from __future__ import annotations
 
 import argparse
-import collections
 import os
 import sys
 import time
@@ -37,7 +36,7 @@ import tensorflow as tf  # noqa: E402
 
 from ghibli_keras import models  # noqa: E402
 from ghibli_keras.config import get_preset  # noqa: E402
-from flops import conv_shapes, layer_flops, step_flops  # noqa: E402
+from flops import conv_groups, conv_shapes, layer_flops, step_flops  # noqa: E402
 from train_step import PeakBeside, peak_rss_gib, time_step  # noqa: E402
 
 
@@ -81,20 +80,14 @@ def conv_table(net: keras.Model, size: int, batch: int, xla: bool, seconds: floa
                pass_fn=train_pass):
     """[(description, count, forward FLOPs each, seconds each, peak beside)] for each distinct
     conv shape."""
-    groups = collections.OrderedDict()
-    for layer, i, o in conv_shapes(net, size):
-        key = (type(layer).__name__, i[1:], layer.filters, layer.kernel_size, layer.strides)
-        groups.setdefault(key, []).append((layer, i, o))
     rows = []
-    for (_, shape, filters, kernel, strides), members in groups.items():
+    for desc, members in conv_groups(net, size):
         first, i, o = members[0]
         layer = type(first).from_config(first.get_config())
-        x = tf.random.uniform((batch, *shape))
+        x = tf.random.uniform((batch, *i[1:]))
         layer.build(x.shape)
         flops = batch * layer_flops(layer, i, o)
         t, peak = peaks.around(lambda: timed(pass_fn(layer, layer.trainable_variables, x, xla), seconds))
-        short = "convT" if isinstance(layer, keras.layers.Conv2DTranspose) else "conv"  # UpConv2D too
-        desc = f"{short} {kernel[0]}x{kernel[1]}/{strides[0]} {shape[0]}x{shape[1]}x{shape[2]}->{filters}"
         rows.append((desc, len(members), flops, t, peak))
     return rows
 

@@ -19,10 +19,10 @@ each figure is the median over the rounds.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 from pathlib import Path
+from unittest import mock
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -41,25 +41,14 @@ PASSES = (("forward", forward_pass, 4), ("fwd+grad", train_pass, 1))  # (name, p
 POLICIES = {"off": "float32", "bf16": "mixed_bfloat16"}
 
 
-@contextlib.contextmanager
-def patched(owner, name, value):
-    """`owner.name` is `value` inside the block."""
-    real = getattr(owner, name)
-    setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        setattr(owner, name, real)
-
-
 def plain_layers():
     """Traces the layers with XLA forms as their plain Keras forms, even under XLA."""
-    return patched(gk_layers, "in_xla_context", lambda: False)
+    return mock.patch.object(gk_layers, "in_xla_context", lambda: False)
 
 
 def edge_sum_padding():
     """Traces ReflectionPadding2D as its edge-sum form, whatever the device."""
-    return patched(gk_layers.ReflectionPadding2D, "call", gk_layers.ReflectionPadding2D._edge_sums)
+    return mock.patch.object(gk_layers.ReflectionPadding2D, "call", gk_layers.ReflectionPadding2D._edge_sums)
 
 
 def keras_equivalent(layer, input_shape):

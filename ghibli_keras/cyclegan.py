@@ -185,21 +185,20 @@ class CycleGAN(keras.Model):
         x, y = data  # (B, S, S, 3) in [-1, 1], or uint8 jitter windows; B: this replica's share
         x = finish_jitter(x, self.image_size)  # (B, S, S, 3) in [-1, 1]
         y = finish_jitter(y, self.image_size)
-        G, F = self.generator_g, self.generator_f
         # 0 during the reconstruction-only warm-up, then 1.
         adversarial = tf.cast(self.g_optimizer.iterations >= self.warmup_steps, tf.float32)
-        G_, F_, D_X, D_Y = (partial(net, training=True) for net in (
-            G, F, self.discriminator_x, self.discriminator_y))
+        G, F, D_X, D_Y = (partial(net, training=True) for net in (
+            self.generator_g, self.generator_f, self.discriminator_x, self.discriminator_y))
         with tf.GradientTape(persistent=True) as tape:
             out = losses.generator_objective(
-                G_, F_, D_X, D_Y, x, y,
+                G, F, D_X, D_Y, x, y,
                 lambda_cycle=self.lambda_cycle, lambda_identity=self.lambda_identity,
                 gan_loss=self.gan_loss, adversarial_weight=adversarial,
             )
             per_example = out["loss"]  # (B,)
             g_loss = self._global_average(per_example, x)
-        self._apply(self.g_optimizer, tape, g_loss, G)
-        self._apply(self.f_optimizer, tape, g_loss, F)
+        self._apply(self.g_optimizer, tape, g_loss, self.generator_g)
+        self._apply(self.f_optimizer, tape, g_loss, self.generator_f)
         del tape
 
         d_x = self._discriminator_step(
