@@ -1,7 +1,9 @@
-"""What the generator's XLA-only layer forms gain: `UpConv2D` (sub-pixel form of the transposed
-convolution), `NarrowConv2D` (row-split form of the 7×7 head to RGB) and `ReflectionPadding2D`
-(edge sums instead of a concatenation), against the plain Keras layers they replace, all
-XLA-compiled, in the same process.
+"""What the networks' XLA-only layer forms gain: `UpConv2D` (sub-pixel form of the transposed
+convolution), `NarrowConv2D` (row-split form of the 7×7 head to RGB, and of the discriminator's
+head), `ShallowConv2D` (row-stacked form of the 7×7 stem from RGB), `DownConv2D` (space-to-depth
+form of the stride-2 convolutions, used in training) and `ReflectionPadding2D` (edge sums
+instead of a concatenation), against the plain Keras layers they replace, all XLA-compiled,
+in the same process.
 
     python benchmarks/xla_forms.py [--quick] [--preset paper] [--size 256] [--seconds 3]
                                    [--precision off|bf16]
@@ -9,10 +11,11 @@ XLA-compiled, in the same process.
 Prints, for each such layer of the preset's generator (forward at batch 4, as `translate`
 runs; forward + gradients at batch 1, as a training step runs), the Keras layer's time, the
 form's time and the ratio (each distinct padding once; its edge-sum form is used on GPUs
-only, and timed here whatever the device); then the whole generator with the plain layers,
-with the forms (as this device runs them) and with the edge-sum padding too (the same network
-and weights), and without XLA (plain TensorFlow and oneDNN, where the
-layers run their Keras forms anyway). Rounds alternate the variants so drifting load hits all;
+only, and timed here whatever the device; DownConv2D's form, used in training only, timed in
+both passes); then the whole generator and discriminator with the plain layers, with the
+forms (as this device runs them) and, for the generator, with the edge-sum padding too (the
+same network and weights), and without XLA (plain TensorFlow and oneDNN, where the layers run
+their Keras forms anyway). Rounds alternate the variants so drifting load hits all;
 each figure is the median over the rounds.
 """
 
@@ -39,6 +42,8 @@ from profile_step import forward_pass, timed, train_pass  # noqa: E402
 
 PASSES = (("forward", forward_pass, 4), ("fwd+grad", train_pass, 1))  # (name, pass, batch)
 POLICIES = {"off": "float32", "bf16": "mixed_bfloat16"}
+KINDS = (gk_layers.UpConv2D, gk_layers.NarrowConv2D, gk_layers.ShallowConv2D, gk_layers.DownConv2D,
+         gk_layers.ReflectionPadding2D)
 
 
 def plain_layers():
@@ -57,7 +62,8 @@ def keras_equivalent(layer, input_shape):
         plain = keras.layers.Conv2DTranspose(layer.filters, 3, strides=2, padding="valid")
         fn = lambda x: plain(x)[:, 1:, 1:, :]  # noqa: E731
     else:
-        plain = keras.layers.Conv2D(layer.filters, layer.kernel_size, activation=layer.activation)
+        plain = keras.layers.Conv2D(layer.filters, layer.kernel_size, strides=layer.strides,
+                                    activation=layer.activation)
         fn = plain
     plain.build(input_shape)
     plain.set_weights(layer.get_weights())
@@ -89,55 +95,63 @@ def main() -> None:
     preset = "tiny" if args.quick else args.preset
     seconds, rounds = (0.5, 1) if args.quick else (args.seconds, args.rounds)
     m = get_preset(preset).model
-    g = models.resnet_generator(m.ngf, m.n_blocks, seed=0)
-    kinds = (gk_layers.UpConv2D, gk_layers.NarrowConv2D, gk_layers.ReflectionPadding2D)
-    forms = [l for l in g.layers if isinstance(l, kinds)]
-    probe = keras.Model(g.inputs, [l.input for l in forms])
-    shapes = [tuple(t.shape[1:]) for t in probe([np.zeros((1, args.size, args.size, 3), "float32")])]
+    g = models.resnet_generator(m.ngf, m.n_blocks, seed=0, name="generator_g")
+    d = models.patch_discriminator(m.ndf, m.n_layers, seed=1, name="discriminator_x")
+    short = {g.name: "G", d.name: "D"}
     distinct = {}  # each padding of a distinct input shape once (18 in the residual blocks)
-    for layer, shape in zip(forms, shapes):
-        key = (layer.name,) if not isinstance(layer, gk_layers.ReflectionPadding2D) else (
-            shape, layer.padding)
-        distinct.setdefault(key, (layer, shape))
-    print(f"{preset} preset generator, {args.size}x{args.size}, XLA on, {POLICIES[args.precision]}; "
+    for net in (g, d):
+        forms = [l for l in net.layers if isinstance(l, KINDS)]
+        probe = keras.Model(net.inputs, [l.input for l in forms])
+        shapes = [tuple(t.shape[1:]) for t in probe([np.zeros((1, args.size, args.size, 3), "float32")])]
+        for layer, shape in zip(forms, shapes):
+            key = (net.name, layer.name) if not isinstance(layer, gk_layers.ReflectionPadding2D) else (
+                shape, layer.padding)
+            distinct.setdefault(key, (f"{short[net.name]} {layer.name}", layer, shape))
+    print(f"{preset} preset networks, {args.size}x{args.size}, XLA on, {POLICIES[args.precision]}; "
           f"median of {rounds} alternating rounds of {seconds:g} s")
-    print(f"  {'layer':38} {'pass':9} {'batch':>5} {'Keras ms':>9} {'form ms':>8}  gain")
-    for layer, shape in distinct.values():
+    print(f"  {'layer':40} {'pass':9} {'batch':>5} {'Keras ms':>9} {'form ms':>8}  gain")
+    for name, layer, shape in distinct.values():
         kind = type(layer).__name__
         out = f"p{layer.padding}" if kind == "ReflectionPadding2D" else layer.filters
-        desc = f"{layer.name} {kind} {'x'.join(map(str, shape))}->{out}"
+        desc = f"{name} {kind} {'x'.join(map(str, shape))}->{out}"
         for pass_name, pass_fn, batch in PASSES:
             x = tf.random.uniform((batch, *shape))
             if kind == "ReflectionPadding2D":
                 runs = [pass_fn(layer._reflect, [], x, True), pass_fn(layer._edge_sums, [], x, True)]
             else:
                 plain_fn, plain_vars = keras_equivalent(layer, x.shape)
+                form = lambda v, layer=layer: layer(v, training=True)  # noqa: E731 (DownConv2D's form)
                 runs = [pass_fn(plain_fn, plain_vars, x, True),
-                        pass_fn(layer, layer.trainable_variables, x, True)]
+                        pass_fn(form, layer.trainable_variables, x, True)]
             t_plain, t_form = alternate(runs, rounds, seconds)
-            print(f"  {desc:38} {pass_name:9} {batch:5d} {t_plain * 1e3:9.1f} {t_form * 1e3:8.1f}  "
+            print(f"  {desc:40} {pass_name:9} {batch:5d} {t_plain * 1e3:9.1f} {t_form * 1e3:8.1f}  "
                   f"{t_plain / t_form:.2f}x", flush=True)
-    print("whole generator (the same weights): without XLA; XLA with the plain layers, with the "
-          "forms (as on this device), and with the edge-sum padding too")
-    print(f"  {'pass':9} {'batch':>5} {'no XLA s':>8} {'plain s':>8} {'forms s':>8} {'+pad s':>8}  "
-          f"{'forms/plain':>11} {'forms/no XLA':>12} {'+pad/forms':>10}")
-    for pass_name, pass_fn, batch in PASSES:
-        x = tf.random.uniform((batch, args.size, args.size, 3), -1, 1)
-        training = pass_fn is train_pass
-        net = lambda v: g(v, training=training)  # noqa: E731
+    print("whole networks (the same weights): without XLA; XLA with the plain layers, with the "
+          "forms (as on this device), and with the edge-sum padding too (the generator's)")
+    print(f"  {'network':15} {'pass':9} {'batch':>5} {'no XLA s':>8} {'plain s':>8} {'forms s':>8} "
+          f"{'+pad s':>8}  {'forms/plain':>11} {'forms/no XLA':>12} {'+pad/forms':>10}")
+    for net in (g, d):
+        for pass_name, pass_fn, batch in PASSES:
+            x = tf.random.uniform((batch, args.size, args.size, 3), -1, 1)
+            training = pass_fn is train_pass
+            call = lambda v, net=net, training=training: net(v, training=training)  # noqa: E731
 
-        def compiled_within(context):
-            with context:
-                run = pass_fn(net, g.trainable_variables, x, True)
-                run()  # trace and compile while the patch is in place
-            return run
+            def compiled_within(context, call=call, net=net, pass_fn=pass_fn, x=x):
+                with context:
+                    run = pass_fn(call, net.trainable_variables, x, True)
+                    run()  # trace and compile while the patch is in place
+                return run
 
-        runs = [pass_fn(net, g.trainable_variables, x, False), compiled_within(plain_layers()),
-                pass_fn(net, g.trainable_variables, x, True), compiled_within(edge_sum_padding())]
-        t_off, t_plain, t_forms, t_pad = alternate(runs, rounds, seconds)
-        print(f"  {pass_name:9} {batch:5d} {t_off:8.3f} {t_plain:8.3f} {t_forms:8.3f} {t_pad:8.3f}  "
-              f"{t_plain / t_forms:10.2f}x {t_off / t_forms:11.2f}x {t_forms / t_pad:9.2f}x",
-              flush=True)
+            runs = [pass_fn(call, net.trainable_variables, x, False), compiled_within(plain_layers()),
+                    pass_fn(call, net.trainable_variables, x, True)]
+            padded = any(isinstance(l, gk_layers.ReflectionPadding2D) for l in net.layers)
+            if padded:
+                runs.append(compiled_within(edge_sum_padding()))
+            t_off, t_plain, t_forms, *t_pad = alternate(runs, rounds, seconds)
+            pad = f"{t_pad[0]:8.3f}  " if padded else f"{'-':>8}  "
+            pad_ratio = f"{t_forms / t_pad[0]:9.2f}x" if padded else f"{'-':>10}"
+            print(f"  {net.name:15} {pass_name:9} {batch:5d} {t_off:8.3f} {t_plain:8.3f} {t_forms:8.3f} "
+                  f"{pad}{t_plain / t_forms:10.2f}x {t_off / t_forms:11.2f}x {pad_ratio}", flush=True)
 
 
 if __name__ == "__main__":

@@ -263,8 +263,30 @@ class UpConv2D(layers.Conv2DTranspose):
         return {k: v for k, v in config.items() if k not in self.FIXED_ARGUMENTS}
 
 
+class _FixedConv2D(layers.Conv2D):
+    """A `Conv2D` some of whose arguments are fixed (`FIXED_ARGUMENTS`): they may still be
+    passed, as `get_config` returns them, but only with the fixed value."""
+
+    FIXED_ARGUMENTS = {"strides": (1, 1), "padding": "valid", "dilation_rate": (1, 1),
+                       "groups": 1, "data_format": "channels_last"}
+
+    def __init__(self, filters: int, kernel_size, **kwargs):
+        for key, value in self.FIXED_ARGUMENTS.items():  # present in get_config()
+            given = kwargs.pop(key, value)
+            given = (given, given) if isinstance(value, tuple) and isinstance(given, int) else given
+            if (tuple(given) if isinstance(given, list) else given) != value:
+                raise ValueError(f"{type(self).__name__} has {key}={value!r}; got {key}={given!r}")
+        super().__init__(filters, kernel_size, **self.FIXED_ARGUMENTS, **kwargs)
+
+    def _finish(self, y):
+        """Bias and activation, as `Conv2D.call` adds them."""
+        if self.use_bias:
+            y = y + ops.convert_to_tensor(self.bias)
+        return self.activation(y) if self.activation is not None else y
+
+
 @keras.saving.register_keras_serializable(package="ghibli_keras")
-class NarrowConv2D(layers.Conv2D):
+class NarrowConv2D(_FixedConv2D):
     """A stride-1, valid `Conv2D` for outputs with few channels, like the generator's 7x7 head
     to RGB: the same weights, arguments and result as `Conv2D`.
 
@@ -286,17 +308,6 @@ class NarrowConv2D(layers.Conv2D):
     (1, 10, 14, 3)
     """
 
-    FIXED_ARGUMENTS = {"strides": (1, 1), "padding": "valid", "dilation_rate": (1, 1),
-                       "groups": 1, "data_format": "channels_last"}
-
-    def __init__(self, filters: int, kernel_size, **kwargs):
-        for key, value in self.FIXED_ARGUMENTS.items():  # present in get_config()
-            given = kwargs.pop(key, value)
-            given = (given, given) if isinstance(value, tuple) and isinstance(given, int) else given
-            if (tuple(given) if isinstance(given, list) else given) != value:
-                raise ValueError(f"NarrowConv2D has {key}={value!r}; got {key}={given!r}")
-        super().__init__(filters, kernel_size, **self.FIXED_ARGUMENTS, **kwargs)
-
     def call(self, x):  # (B, H, W, C)
         if not in_xla_context():
             return super().call(x)
@@ -307,6 +318,101 @@ class NarrowConv2D(layers.Conv2D):
         rows = ops.reshape(ops.transpose(kernel, (1, 2, 0, 3)), (1, kw, -1, kh * f))  # (1, kw, C, kh·F)
         z = ops.conv(x, rows, strides=1, padding="valid")  # (B, H+kh-1, W-kw+1, kh·F)
         y = sum(z[:, dy:dy + h, :, dy * f:(dy + 1) * f] for dy in range(kh))  # (B, H-kh+1, ·, F)
-        if self.use_bias:
-            y = y + ops.convert_to_tensor(self.bias)
-        return self.activation(y) if self.activation is not None else y
+        return self._finish(y)
+
+
+@keras.saving.register_keras_serializable(package="ghibli_keras")
+class ShallowConv2D(_FixedConv2D):
+    """A stride-1, valid `Conv2D` for inputs with few channels, like the generator's 7x7 stem
+    from RGB: the same weights, arguments and result as `Conv2D`.
+
+    Under XLA on a CPU it runs as a `1 x kw` convolution of the `kh` row-shifted slices of the
+    input stacked along the channels (`kh * C` of them): XLA's CPU backend ran the paper
+    generator's stem (7x7, 3 -> 64 channels at 256x256) forward and with its gradients 2.8x
+    as fast so, the forward pass alone as fast (benchmarks/RESULTS.md); elsewhere as `Conv2D`.
+
+    Args:
+        filters: output channels.
+        kernel_size: int or (kh, kw).
+        **kwargs: other `Conv2D` arguments, as for `NarrowConv2D`; `strides`, `padding`,
+            `dilation_rate`, `groups` and `data_format` keep their defaults.
+
+    Example:
+    >>> import numpy as np
+    >>> tuple(ShallowConv2D(8, 7)(np.zeros((1, 16, 20, 3), "float32")).shape)
+    (1, 10, 14, 8)
+    """
+
+    def call(self, x):  # (B, H, W, C)
+        if not (in_xla_context() and not on_gpu()):
+            return super().call(x)
+        return self._finish(self._row_stack_conv(x))
+
+    def _row_stack_conv(self, x):
+        kh, kw = self.kernel_size
+        h = ops.shape(x)[1] - kh + 1
+        stacked = ops.concatenate([x[:, dy:dy + h] for dy in range(kh)], axis=-1)  # (B, H-kh+1, W, kh·C)
+        kernel = ops.convert_to_tensor(self.kernel)  # (kh, kw, C, F)
+        rows = ops.reshape(ops.transpose(kernel, (1, 0, 2, 3)), (1, kw, -1, self.filters))  # (1, kw, kh·C, F)
+        return ops.conv(stacked, rows, strides=1, padding="valid")  # (B, H-kh+1, W-kw+1, F)
+
+
+@keras.saving.register_keras_serializable(package="ghibli_keras")
+class DownConv2D(_FixedConv2D):
+    """A stride-2, valid `Conv2D` with a kernel of at most 4x4, like the generator's and the
+    discriminator's down-sampling layers: the same weights, arguments and result as
+    `Conv2D(filters, kernel_size, strides=2)`.
+
+    When training under XLA on a CPU (with static H and W) it runs as a 2x2, stride-1
+    convolution of `space_to_depth(2)` of the input (`4 * C` channels), the kernel zero-padded
+    to 4x4 and split by phase: XLA's CPU backend ran the paper generator's first down-sampling
+    (3x3, 64 -> 128 channels at 256x256) forward and with its gradients 2.1x as fast so,
+    though its forward pass alone 0.5x as fast (benchmarks/RESULTS.md) — hence the plain
+    `Conv2D` in inference, as elsewhere.
+
+    Args:
+        filters: output channels.
+        kernel_size: int or (kh, kw), each at most 4.
+        **kwargs: other `Conv2D` arguments, as for `NarrowConv2D`; `strides` is 2 and
+            `padding`, `dilation_rate`, `groups` and `data_format` keep their defaults.
+
+    Example:
+    >>> import numpy as np
+    >>> tuple(DownConv2D(8, 4)(np.zeros((1, 18, 20, 3), "float32"), training=True).shape)
+    (1, 8, 9, 8)
+    """
+
+    FIXED_ARGUMENTS = {**_FixedConv2D.FIXED_ARGUMENTS, "strides": (2, 2)}
+    #: The largest kernel side: the space-to-depth form's kernel is 2x2 blocks of 2x2 taps.
+    MAX_KERNEL = 4
+
+    def __init__(self, filters: int, kernel_size, **kwargs):
+        sides = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        if not all(isinstance(k, int) and 1 <= k <= self.MAX_KERNEL for k in sides):
+            raise ValueError(f"DownConv2D takes kernels of at most {self.MAX_KERNEL}x"
+                             f"{self.MAX_KERNEL}; got kernel_size={kernel_size!r}")
+        super().__init__(filters, kernel_size, **kwargs)
+
+    def call(self, x, training=False):  # (B, H, W, C)
+        static = None not in tuple(x.shape)[1:3]
+        if not (training and static and in_xla_context() and not on_gpu()):
+            return super().call(x)
+        return self._finish(self._space_to_depth_conv(x))
+
+    def _space_to_depth_conv(self, x):
+        kh, kw = self.kernel_size
+        out = [(n - k) // 2 + 1 for n, k in zip(tuple(x.shape)[1:3], (kh, kw))]
+        # Blocks (H', W') = out + 1: output i reads blocks i and i + 1. Crop or zero-pad x to
+        # 2 (out + 1); what is cropped or added lies beyond the last output's window.
+        hb, wb = out[0] + 1, out[1] + 1
+        x = x[:, : 2 * hb, : 2 * wb]
+        x = ops.pad(x, [[0, 0], [0, 2 * hb - x.shape[1]], [0, 2 * wb - x.shape[2]], [0, 0]])
+        b, c = ops.shape(x)[0], x.shape[3]
+        x = ops.reshape(x, (b, hb, 2, wb, 2, c))
+        x = ops.reshape(ops.transpose(x, (0, 1, 3, 2, 4, 5)), (b, hb, wb, 4 * c))  # (B, H', W', (py, px, C))
+        kernel = ops.convert_to_tensor(self.kernel)  # (kh, kw, C, F)
+        m = self.MAX_KERNEL
+        kernel = ops.pad(kernel, [[0, m - kh], [0, m - kw], [0, 0], [0, 0]])  # (4, 4, C, F)
+        kernel = ops.reshape(kernel, (2, 2, 2, 2, c, self.filters))  # (block y, py, block x, px, C, F)
+        kernel = ops.reshape(ops.transpose(kernel, (0, 2, 1, 3, 4, 5)), (2, 2, 4 * c, self.filters))
+        return ops.conv(x, kernel, strides=1, padding="valid")  # (B, out_h, out_w, F)

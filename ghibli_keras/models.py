@@ -18,7 +18,9 @@ import itertools
 import keras
 from keras import layers, ops
 
-from .layers import NarrowConv2D, ReflectionPadding2D, UpConv2D, conv_init, instance_norm
+from .layers import (
+    DownConv2D, NarrowConv2D, ReflectionPadding2D, ShallowConv2D, UpConv2D, conv_init, instance_norm,
+)
 
 IMAGE_CHANNELS = 3
 LEAKY_SLOPE = 0.2  # the reference's PatchGAN
@@ -96,12 +98,12 @@ def resnet_generator(
 
     inputs = keras.Input(shape=(None, None, IMAGE_CHANNELS), name="image")  # (B, H, W, 3)
     h = ReflectionPadding2D(3, name="stem_pad")(inputs)
-    h = layers.Conv2D(ngf, 7, kernel_initializer=init(), name="stem_conv")(h)
+    h = ShallowConv2D(ngf, 7, kernel_initializer=init(), name="stem_conv")(h)
     h = norm("stem_norm")(h)
     h = layers.ReLU(name="stem_relu")(h)  # (B, H, W, ngf)
     for i in (1, 2):
         h = layers.ZeroPadding2D(1, name=f"down{i}_pad")(h)
-        h = layers.Conv2D(ngf * 2**i, 3, strides=2, kernel_initializer=init(), name=f"down{i}_conv")(h)
+        h = DownConv2D(ngf * 2**i, 3, kernel_initializer=init(), name=f"down{i}_conv")(h)
         h = norm(f"down{i}_norm")(h)
         h = layers.ReLU(name=f"down{i}_relu")(h)  # (B, H/2^i, W/2^i, ngf·2^i)
     for b in range(1, n_blocks + 1):
@@ -198,15 +200,15 @@ def patch_discriminator(
     inputs = keras.Input(shape=(None, None, IMAGE_CHANNELS), name="image")  # (B, H, W, 3)
     h = inputs
     for i in range(n_layers + 1):
-        strides = 2 if i < n_layers else 1
         filters = ndf * min(2**i, 8)
         h = layers.ZeroPadding2D(1, name=f"layer{i + 1}_pad")(h)
-        h = layers.Conv2D(filters, 4, strides=strides, kernel_initializer=init(), name=f"layer{i + 1}_conv")(h)
+        conv = DownConv2D if i < n_layers else layers.Conv2D  # stride 2, then 1
+        h = conv(filters, 4, kernel_initializer=init(), name=f"layer{i + 1}_conv")(h)
         if i > 0:
             h = instance_norm(f"layer{i + 1}_norm", affine_norm, norm_epsilon)(h)
         h = layers.LeakyReLU(LEAKY_SLOPE, name=f"layer{i + 1}_lrelu")(h)
     h = layers.ZeroPadding2D(1, name="head_pad")(h)
-    outputs = layers.Conv2D(1, 4, kernel_initializer=init(), dtype="float32", name="head_conv")(h)
+    outputs = NarrowConv2D(1, 4, kernel_initializer=init(), dtype="float32", name="head_conv")(h)
     return keras.Model(inputs, outputs, name=name)  # (B, h, w, 1) logits
 
 

@@ -33,6 +33,7 @@ def test_resnet_generator_flops(ngf, n_blocks, size):
     assert conv_flops(g, size) == pytest.approx(want, rel=1e-12)
     kinds = [type(layer).__name__ for layer, _, _ in conv_shapes(g, size)]
     assert kinds.count("UpConv2D") == 2 and kinds.count("NarrowConv2D") == 1
+    assert kinds.count("ShallowConv2D") == 1 and kinds.count("DownConv2D") == 2
 
 
 def test_discriminator_flops():

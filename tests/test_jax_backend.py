@@ -48,7 +48,9 @@ def test_xla_forms_match_the_plain_layers_on_jax():
     run_on_jax("""
         import keras
         import numpy as np
-        from ghibli_keras.layers import NarrowConv2D, ReflectionPadding2D, UpConv2D
+        from ghibli_keras.layers import (
+            DownConv2D, NarrowConv2D, ReflectionPadding2D, ShallowConv2D, UpConv2D,
+        )
 
         x = np.random.default_rng(0).normal(size=(2, 5, 7, 4)).astype("float32")
         up = UpConv2D(6, bias_initializer="random_normal")
@@ -58,6 +60,12 @@ def test_xla_forms_match_the_plain_layers_on_jax():
         narrow = NarrowConv2D(3, 3, bias_initializer="random_normal")
         np.testing.assert_allclose(np.asarray(narrow(x)),
                                    np.asarray(keras.layers.Conv2D.call(narrow, x)), atol=1e-5)
+        shallow = ShallowConv2D(6, 3, bias_initializer="random_normal")
+        np.testing.assert_allclose(np.asarray(shallow(x)),
+                                   np.asarray(keras.layers.Conv2D.call(shallow, x)), atol=1e-5)
+        down = DownConv2D(6, 3, bias_initializer="random_normal")
+        np.testing.assert_allclose(np.asarray(down(x, training=True)),  # space to depth
+                                   np.asarray(keras.layers.Conv2D.call(down, x)), atol=1e-5)
         for p in (1, 3):
             want = np.pad(x, [(0, 0), (p, p), (p, p), (0, 0)], mode="reflect")
             np.testing.assert_array_equal(np.asarray(ReflectionPadding2D(p)(x)), want)

@@ -12,7 +12,8 @@ import tensorflow as tf
 import ghibli_keras.layers as gk_layers
 from ghibli_keras import models
 from ghibli_keras.layers import (
-    InstanceNormalization, NarrowConv2D, ReflectionPadding2D, UpConv2D, in_xla_context,
+    DownConv2D, InstanceNormalization, NarrowConv2D, ReflectionPadding2D, ShallowConv2D, UpConv2D,
+    in_xla_context,
 )
 
 from conftest import REPO
@@ -110,6 +111,57 @@ def test_narrow_conv_is_conv2d(kernel, activation, jit_compile):
     assert_same(got, want)
 
 
+def spy(monkeypatch, cls, name):
+    """Counts the calls of `cls.name` (while tracing) in the returned list."""
+    calls, real = [], getattr(cls, name)
+
+    def counted(self, *args):
+        calls.append(1)
+        return real(self, *args)
+
+    monkeypatch.setattr(cls, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("jit_compile, training, gpu", [
+    (False, True, False), (True, False, False), (True, True, False), (True, True, True)])
+@pytest.mark.parametrize("shape, kernel", [
+    ((2, 9, 11, 5), 3), ((1, 10, 7, 4), 4), ((1, 8, 8, 3), 2), ((1, 9, 9, 3), (1, 4))])
+def test_down_conv_is_stride_2_conv2d(shape, kernel, jit_compile, training, gpu, monkeypatch):
+    """Even and odd sizes, kernels up to 4; the space-to-depth form runs exactly when training
+    under XLA off a GPU."""
+    x = np.random.default_rng(5).normal(size=shape).astype("float32")
+    down = DownConv2D(6, kernel, bias_initializer="random_normal")
+    reference = keras.layers.Conv2D(6, kernel, strides=2)
+    down.build(x.shape)
+    reference.build(x.shape)
+    reference.set_weights(down.get_weights())
+    monkeypatch.setattr(gk_layers, "on_gpu", lambda: gpu)
+    calls = spy(monkeypatch, DownConv2D, "_space_to_depth_conv")
+    got = outputs_and_gradients(lambda v: down(v, training=training), down.trainable_variables, x,
+                                jit_compile)
+    want = outputs_and_gradients(reference, reference.trainable_variables, x, jit_compile=False)
+    assert bool(calls) == (jit_compile and training and not gpu)
+    assert_same(got, want)
+
+
+@pytest.mark.parametrize("jit_compile, gpu", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("shape, kernel", [((2, 13, 11, 3), 7), ((1, 9, 8, 2), (3, 5)), ((1, 4, 4, 3), 1)])
+def test_shallow_conv_is_conv2d(shape, kernel, jit_compile, gpu, monkeypatch):
+    x = np.random.default_rng(6).normal(size=shape).astype("float32")
+    shallow = ShallowConv2D(5, kernel, activation="relu", bias_initializer="random_normal")
+    reference = keras.layers.Conv2D(5, kernel, activation="relu")
+    shallow.build(x.shape)
+    reference.build(x.shape)
+    reference.set_weights(shallow.get_weights())
+    monkeypatch.setattr(gk_layers, "on_gpu", lambda: gpu)
+    calls = spy(monkeypatch, ShallowConv2D, "_row_stack_conv")
+    got = outputs_and_gradients(shallow, shallow.trainable_variables, x, jit_compile)
+    want = outputs_and_gradients(reference, reference.trainable_variables, x, jit_compile=False)
+    assert bool(calls) == (jit_compile and not gpu)
+    assert_same(got, want)
+
+
 @pytest.mark.parametrize("jit_compile, gpu", [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize("padding, shape", [(1, (2, 5, 7, 3)), (3, (1, 8, 4, 2)), (2, (1, 3, 6, 1))])
 def test_reflection_padding_is_numpy_reflect(padding, shape, jit_compile, gpu, monkeypatch):
@@ -160,9 +212,10 @@ def test_instance_norm_config_and_refusals():
 
 def test_layers_without_bias():
     x = np.random.default_rng(2).normal(size=(1, 6, 6, 4)).astype("float32")
-    for layer in (UpConv2D(2, use_bias=False), NarrowConv2D(2, 3, use_bias=False)):
+    for layer in (UpConv2D(2, use_bias=False), NarrowConv2D(2, 3, use_bias=False),
+                  ShallowConv2D(2, 3, use_bias=False), DownConv2D(2, 3, use_bias=False)):
         eager = layer(x)
-        compiled = tf.function(lambda v, layer=layer: layer(v), jit_compile=True)(tf.constant(x))
+        compiled = tf.function(lambda v, layer=layer: layer(v, training=True), jit_compile=True)(tf.constant(x))
         np.testing.assert_allclose(compiled, eager, atol=1e-5)
         assert len(layer.weights) == 1
 
@@ -172,12 +225,13 @@ def test_mixed_bfloat16_under_xla():
     policy = keras.mixed_precision.dtype_policy()
     keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
     try:
-        layers_ = [UpConv2D(4), NarrowConv2D(3, 3), InstanceNormalization(center=True, scale=True)]
+        layers_ = [UpConv2D(4), NarrowConv2D(3, 3), ShallowConv2D(4, 3), DownConv2D(4, 3),
+                   InstanceNormalization(center=True, scale=True)]
     finally:
         keras.mixed_precision.set_dtype_policy(policy)
     for layer in layers_:
         eager = layer(x)
-        compiled = tf.function(lambda v, layer=layer: layer(v), jit_compile=True)(tf.constant(x))
+        compiled = tf.function(lambda v, layer=layer: layer(v, training=True), jit_compile=True)(tf.constant(x))
         assert eager.dtype == compiled.dtype == tf.bfloat16
         assert all(w.dtype == "float32" for w in layer.weights)  # master weights stay float32
         scale = float(tf.reduce_max(tf.abs(tf.cast(eager, tf.float32))))
@@ -192,6 +246,10 @@ def test_configs_round_trip():
     narrow = NarrowConv2D(3, (7, 5), activation="tanh", name="head")
     copy = NarrowConv2D.from_config(narrow.get_config())
     assert copy.get_config() == narrow.get_config() and copy.kernel_size == (7, 5)
+    for layer in (ShallowConv2D(8, 7, name="stem"), DownConv2D(8, (3, 4), use_bias=False)):
+        copy = type(layer).from_config(layer.get_config())
+        assert copy.get_config() == layer.get_config() and copy.kernel_size == layer.kernel_size
+    assert DownConv2D(8, 3).get_config()["strides"] == (2, 2)
 
 
 @pytest.mark.parametrize(
@@ -201,6 +259,10 @@ def test_configs_round_trip():
         (lambda: UpConv2D(4, kernel_size=5, padding="same"), "do not pass kernel_size, padding"),
         (lambda: NarrowConv2D(3, 7, strides=2), r"strides=\(1, 1\); got strides=\(2, 2\)"),
         (lambda: NarrowConv2D(3, 7, padding="same"), "padding='valid'; got padding='same'"),
+        (lambda: ShallowConv2D(8, 7, strides=2), r"ShallowConv2D has strides=\(1, 1\)"),
+        (lambda: DownConv2D(8, 3, strides=1), r"DownConv2D has strides=\(2, 2\); got strides=\(1, 1\)"),
+        (lambda: DownConv2D(8, 5), r"at most 4x4; got kernel_size=5"),
+        (lambda: DownConv2D(8, (3, 0)), r"got kernel_size=\(3, 0\)"),
     ],
 )
 def test_fixed_arguments_refused(make, match):
@@ -213,9 +275,24 @@ def test_generator_uses_them_and_compiles_to_the_same_result():
     assert isinstance(g.get_layer("up1_conv"), UpConv2D)
     assert isinstance(g.get_layer("head_conv"), NarrowConv2D)
     assert isinstance(g.get_layer("stem_norm"), InstanceNormalization)
+    assert isinstance(g.get_layer("stem_conv"), ShallowConv2D)
+    assert isinstance(g.get_layer("down1_conv"), DownConv2D)
     x = tf.random.uniform((2, 16, 24, 3), -1, 1, seed=0)
-    compiled = tf.function(lambda v: g(v, training=False), jit_compile=True)(x)
-    np.testing.assert_allclose(compiled, g(x, training=False), atol=1e-5)
+    for training in (False, True):  # training: DownConv2D's form too
+        compiled = tf.function(lambda v: g(v, training=training), jit_compile=True)(x)
+        np.testing.assert_allclose(compiled, g(x, training=training), atol=1e-5)
+
+
+def test_discriminator_uses_them_and_compiles_to_the_same_result(monkeypatch):
+    d = models.patch_discriminator(4, 3, seed=5)
+    assert [type(d.get_layer(f"layer{i}_conv")).__name__ for i in (1, 2, 3, 4)] == [
+        "DownConv2D", "DownConv2D", "DownConv2D", "Conv2D"]
+    assert isinstance(d.get_layer("head_conv"), NarrowConv2D)
+    calls = spy(monkeypatch, DownConv2D, "_space_to_depth_conv")
+    x = tf.random.uniform((2, 64, 48, 3), -1, 1, seed=0)
+    compiled = tf.function(lambda v: d(v, training=True), jit_compile=True)(x)
+    assert len(calls) == 3  # the training flag reaches the layers inside the model
+    np.testing.assert_allclose(compiled, d(x, training=True), atol=1e-5)
 
 
 def test_generators_saved_before_load_and_match(tmp_path):
