@@ -37,7 +37,7 @@ import tensorflow as tf  # noqa: E402
 from ghibli_keras import models  # noqa: E402
 from ghibli_keras.config import get_preset  # noqa: E402
 from flops import conv_groups, conv_shapes, layer_flops, step_flops  # noqa: E402
-from train_step import PeakBeside, peak_rss_gib, time_step  # noqa: E402
+from train_step import POLICIES, PeakBeside, peak_rss_gib, time_step  # noqa: E402
 
 
 def timed(fn, seconds: float) -> float:
@@ -109,6 +109,8 @@ def main() -> None:
     parser.add_argument("--forward", action="store_true",
                         help="profile the generator's forward pass (inference) instead of the step")
     parser.add_argument("--size", type=int, help="picture side (the preset's crop)")
+    parser.add_argument("--precision", choices=list(POLICIES), default="off",
+                        help="off: float32; bf16: mixed_bfloat16, as training's --mixed-precision")
     args = parser.parse_args()
     preset = "tiny" if args.quick else args.preset
     seconds = 1.0 if args.quick else args.seconds
@@ -116,8 +118,9 @@ def main() -> None:
     config = get_preset(preset)
     size, batch = args.size or config.data.image_size, args.batch
     peaks = PeakBeside(1.0)
-    print(f"{preset} preset, {size}x{size}, batch {batch}, XLA {args.xla}, fp32; 'peak': the fp32 3x3 "
-          f"convolution rate (GFLOP/s) measured just before and after each row")
+    print(f"{preset} preset, {size}x{size}, batch {batch}, XLA {args.xla}, {POLICIES[args.precision]}; "
+          f"'peak': the fp32 3x3 convolution rate (GFLOP/s) measured just before and after each row")
+    keras.config.set_dtype_policy(POLICIES[args.precision])  # the networks' layers keep it
     nets = models.build_networks(config.model)
     totals = {}
     pass_fn, passes, what = ((forward_pass, 1, "forward") if args.forward
@@ -146,7 +149,7 @@ def main() -> None:
     if args.forward:
         print(f"\npeak resident memory: {peak_rss_gib():.2f} GiB")
         return
-    step, peak = peaks.around(lambda: time_step(config, batch, xla, "off", steps=2 if args.quick else 3))
+    step, peak = peaks.around(lambda: time_step(config, batch, xla, args.precision, steps=2 if args.quick else 3))
     # The step's passes: G and F run 6 times in all with the identity loss (4 without), each a
     # full train pass. The discriminators run 2 times in the generator update (forward + input
     # gradients) and 4 times in their own (forward + weight gradients): 12 forwards, i.e. about

@@ -38,6 +38,7 @@ from ghibli_keras.cyclegan import CycleGAN  # noqa: E402
 from flops import step_flops  # noqa: E402
 
 
+POLICIES = {"off": "float32", "bf16": "mixed_bfloat16"}  # --precision -> Keras dtype policy
 PEAK_SHAPES = ((1, 128, 128, 256), (8, 32, 32, 512), (4, 64, 64, 256))  # (B, H, W, C)
 ROW_PEAK_SECONDS = 1.0  # per shape, for the peak measured between rows
 
@@ -92,7 +93,7 @@ def peak_rss_gib() -> float:
 
 def time_step(config, batch: int, xla: bool, precision: str, steps: int, spe: int = 1) -> float:
     """Median seconds per step, `steps` executions of `spe` steps after the compiling one."""
-    keras.config.set_dtype_policy({"off": "float32", "bf16": "mixed_bfloat16"}[precision])
+    keras.config.set_dtype_policy(POLICIES[precision])
     try:
         size = config.data.image_size
         model = CycleGAN(**models.build_networks(config.model), pool_size=config.train.pool_size,

@@ -39,9 +39,9 @@ import ghibli_keras.layers as gk_layers  # noqa: E402
 from ghibli_keras import models  # noqa: E402
 from ghibli_keras.config import get_preset  # noqa: E402
 from profile_step import forward_pass, timed, train_pass  # noqa: E402
+from train_step import POLICIES  # noqa: E402
 
 PASSES = (("forward", forward_pass, 4), ("fwd+grad", train_pass, 1))  # (name, pass, batch)
-POLICIES = {"off": "float32", "bf16": "mixed_bfloat16"}
 KINDS = (gk_layers.UpConv2D, gk_layers.NarrowConv2D, gk_layers.ShallowConv2D, gk_layers.DownConv2D,
          gk_layers.ReflectionPadding2D)
 

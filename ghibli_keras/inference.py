@@ -33,6 +33,8 @@ from .errors import InputError
 log = logging.getLogger(__name__)
 
 DIRECTIONS = ("photo2style", "style2photo")
+#: --mixed-precision of the commands that translate: auto, float32, or bf16 (float32 output).
+PRECISIONS = {"auto": None, "off": "float32", "bf16": "mixed_bfloat16"}
 DEFAULT_TILE = 1024  # pictures with a side above this are translated in tiles
 DEFAULT_OVERLAP = 128  # pixels shared by neighbouring tiles
 BATCH_PIXELS = 4 * 256 * 256  # images per forward pass: as many as fit in this many pixels
@@ -78,11 +80,12 @@ def pad_run_crop(fn: Callable, images_: tf.Tensor, multiple: int) -> tf.Tensor:
 
 def translation_xla(choice: str, generator: keras.Model) -> bool:
     """Whether to XLA-compile `generator` for translation. `on`/`off` as said; `auto` as
-    training's `--xla auto` (`strategy.auto_xla`): on for GPUs and TPUs and, on a CPU, for
-    ResNet generators (their UpConv2D and NarrowConv2D layers run faster forms under XLA: the
-    paper generator's forward pass at 256x256, batch 4, 1.31x as fast as without XLA on a
-    2-core x86 CPU, benchmarks/xla_forms.py); off for the U-Net (a generator with skip
-    concatenations), which XLA slows down on a CPU."""
+    training's `--xla auto` (`strategy.auto_xla`, given the generator's own dtype policy): on
+    for GPUs and TPUs and, on a CPU, for float32 ResNet generators (their UpConv2D and
+    NarrowConv2D layers run faster forms under XLA: the paper generator's forward pass at
+    256x256, batch 4, 1.31x as fast as without XLA on a 2-core x86 CPU,
+    benchmarks/xla_forms.py); off for the U-Net (a generator with skip concatenations), which
+    XLA slows down on a CPU, and for a bf16 generator on a CPU with native bf16."""
     from .strategy import auto_xla
 
     if choice not in XLA_CHOICES:
@@ -90,9 +93,55 @@ def translation_xla(choice: str, generator: keras.Model) -> bool:
     if choice != "auto":
         return choice == "on"
     unet = any(isinstance(layer, keras.layers.Concatenate) for layer in generator.layers)
-    on = auto_xla(tf.distribute.get_strategy(), "unet" if unet else "resnet")
+    bf16 = any(layer.compute_dtype == "bfloat16" for layer in generator.layers)
+    on = auto_xla(tf.distribute.get_strategy(), "unet" if unet else "resnet",
+                  "mixed_bfloat16" if bf16 else "float32")
     log.info("XLA for %s: %s (auto)", generator.name, "on" if on else "off")
     return on
+
+
+def translation_policy(choice: str) -> str:
+    """The Keras dtype policy to translate in: `off` float32, `bf16` mixed_bfloat16, `auto` as
+    training's `--mixed-precision auto` (`strategy.auto_precision`): bf16 where the hardware
+    computes it natively (TPU, GPUs from Ampere on, CPUs with AVX512_BF16/AMX), where oneDNN
+    runs bf16 convolutions at about twice the float32 rate; else float32."""
+    from .strategy import auto_precision
+
+    if choice not in PRECISIONS:
+        raise InputError(f"mixed precision must be one of {tuple(PRECISIONS)}, got {choice!r}")
+    if choice != "auto":
+        return PRECISIONS[choice]
+    policy = PRECISIONS[auto_precision(tf.distribute.get_strategy())]
+    log.info("mixed precision auto -> %s", policy)
+    return policy
+
+
+def generator_policy(generator: keras.Model) -> str:
+    """The dtype policy `generator`'s layers compute in (its first layer with weights)."""
+    return next(layer.dtype_policy.name for layer in generator.layers if layer.weights)
+
+
+def with_policy(generator: keras.Model, policy: str) -> keras.Model:
+    """A copy of `generator` (same architecture and weights) whose layers compute in `policy`,
+    except its output layers, which keep theirs (float32 in this package's generators).
+
+    Example:
+    >>> from ghibli_keras.models import resnet_generator
+    >>> g = with_policy(resnet_generator(4, 1), "mixed_bfloat16")
+    >>> g.get_layer("stem_conv").compute_dtype, g.output.dtype
+    ('bfloat16', 'float32')
+    """
+    outputs = {t._keras_history.operation.name for t in generator.outputs}
+
+    def clone(layer):
+        config = layer.get_config()
+        if layer.name not in outputs:
+            config["dtype"] = policy
+        return type(layer).from_config(config)
+
+    copy = keras.models.clone_model(generator, clone_function=clone)
+    copy.set_weights(generator.get_weights())
+    return copy
 
 
 @dataclass
@@ -107,11 +156,14 @@ class Translator:
     owner: object = field(default=None, repr=False)  # keeps a loaded SavedModel's variables alive
 
     @classmethod
-    def load(cls, model: os.PathLike, direction: str = "photo2style", xla: str = "auto") -> "Translator":
+    def load(cls, model: os.PathLike, direction: str = "photo2style", xla: str = "auto",
+             precision: Optional[str] = None) -> "Translator":
         """From a workdir (its `model.keras`), a `.keras` file (a CycleGAN, or one generator,
         e.g. the `generator.keras` of an export) or a SavedModel folder written by `export`.
         `xla` (auto, on, off): whether to XLA-compile a Keras generator (see
-        `translation_xla`); a SavedModel keeps what `export` chose.
+        `translation_xla`); `precision` (auto, off, bf16): what it computes in (see
+        `translation_policy`; None: as the model was trained; the command line's default is
+        auto); a SavedModel keeps what `export` chose for both.
 
         Raises:
             InputError: no such model, a direction the model does not have, or a file Keras
@@ -124,6 +176,8 @@ class Translator:
             raise InputError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         if xla not in XLA_CHOICES:
             raise InputError(f"xla must be one of {XLA_CHOICES}, got {xla!r}")
+        if precision is not None and precision not in PRECISIONS:
+            raise InputError(f"mixed precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
         path = Path(model)
         if path.is_dir() and (path / "saved_model.pb").is_file():
             if direction != "photo2style":
@@ -154,6 +208,9 @@ class Translator:
         else:
             raise InputError(f"{path} holds one generator; {direction} needs the whole CycleGAN "
                              f"(the workdir or its model.keras)")
+        policy = generator_policy(generator) if precision is None else translation_policy(precision)
+        if policy != generator_policy(generator):
+            generator = with_policy(generator, policy)
         fn = tf.function(lambda x: generator(x, training=False),
                          jit_compile=translation_xla(xla, generator),
                          input_signature=[IMAGES_SPEC])  # one trace for every size

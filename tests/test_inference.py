@@ -38,6 +38,7 @@ def _jpeg(pixels, quality=95):
 def test_cli_defaults_match_the_modules():
     assert (cli.DEFAULT_TILE, cli.DEFAULT_OVERLAP) == (inference.DEFAULT_TILE, inference.DEFAULT_OVERLAP)
     assert cli.DEFAULT_EXPORT_MAX_PIXELS == export.DEFAULT_MAX_PIXELS
+    assert cli.TRANSLATION_PRECISIONS == tuple(inference.PRECISIONS)
 
 
 def test_reflect_indices_any_amount():
@@ -123,14 +124,26 @@ def test_translator_sources_and_directions(trained_workdir, exported, rng):
         inference.Translator.load(trained_workdir / "nope.keras")
 
 
-def test_xla_choice_for_translation():
+def test_xla_choice_for_translation(monkeypatch):
     from ghibli_keras import models
+    from ghibli_keras import strategy as strategies
 
-    resnet = models.resnet_generator(4, 1)
-    image = keras.Input((None, None, 3))
-    skip = keras.layers.Concatenate()([image, keras.layers.Conv2D(3, 1)(image)])
-    unet_like = keras.Model(image, keras.layers.Conv2D(3, 1)(skip))
+    policy = keras.config.dtype_policy()
+    try:
+        keras.config.set_dtype_policy("float32")
+        resnet = models.resnet_generator(4, 1)
+        image = keras.Input((None, None, 3))
+        skip = keras.layers.Concatenate()([image, keras.layers.Conv2D(3, 1)(image)])
+        unet_like = keras.Model(image, keras.layers.Conv2D(3, 1)(skip))
+        keras.config.set_dtype_policy("mixed_bfloat16")
+        resnet_bf16 = models.resnet_generator(4, 1)
+    finally:
+        keras.config.set_dtype_policy(policy)
+    monkeypatch.setattr(strategies, "cpu_has_bf16", lambda cpuinfo=None: True)
     assert inference.translation_xla("auto", resnet) is True  # this machine is a CPU
+    assert inference.translation_xla("auto", resnet_bf16) is False  # oneDNN's native bf16
+    monkeypatch.setattr(strategies, "cpu_has_bf16", lambda cpuinfo=None: False)
+    assert inference.translation_xla("auto", resnet_bf16) is True
     assert inference.translation_xla("auto", unet_like) is False
     assert inference.translation_xla("on", unet_like) is True
     assert inference.translation_xla("off", resnet) is False
@@ -201,6 +214,34 @@ def _rest_predict(signature, body: str) -> str:
     batch = [base64.b64decode(instance["b64"]) for instance in request["instances"]]
     out = signature(image_bytes=tf.constant(batch))["image_bytes"].numpy()
     return json.dumps({"predictions": [{"b64": base64.b64encode(b).decode()} for b in out]})
+
+
+def test_translation_in_bf16(trained_workdir, tmp_path, rng, monkeypatch):
+    """--mixed-precision: the generator copied into mixed_bfloat16 (float32 output) translates
+    as float32 does, to bf16's precision; auto follows the hardware; the SavedModel too."""
+    from ghibli_keras import strategy as strategies
+
+    picture = inference.to_unit(smooth_image(rng, 36, 44))[None]
+    fp32 = inference.Translator.load(trained_workdir, xla="off", precision="off")
+    bf16 = inference.Translator.load(trained_workdir, xla="off", precision="bf16")
+    assert inference.generator_policy(fp32.generator) == "float32"
+    assert bf16.generator.get_layer("stem_conv").compute_dtype == "bfloat16"
+    assert all(w.dtype == "float32" for w in bf16.generator.weights)
+    got, want = bf16(picture), fp32(picture)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=0.03)
+    assert np.abs(got - want).max() > 0  # it did compute in bf16
+    for native, policy in ((True, "mixed_bfloat16"), (False, "float32")):
+        monkeypatch.setattr(strategies, "cpu_has_bf16", lambda cpuinfo=None, native=native: native)
+        auto = inference.Translator.load(trained_workdir, precision="auto")
+        assert inference.generator_policy(auto.generator) == policy
+        assert auto.fn._jit_compile is (policy == "float32")  # XLA auto: off for native bf16
+    with pytest.raises(InputError, match="mixed precision must be one of .* got 'fp8'"):
+        inference.Translator.load(trained_workdir, precision="fp8")
+    out = tmp_path / "bf16" / "1"
+    assert cli.main(["export", str(trained_workdir), "--out", str(out), "--mixed-precision", "bf16"]) == 0
+    loaded = tf.saved_model.load(str(out))  # held: its variables live as long as it does
+    np.testing.assert_allclose(loaded.translate(tf.constant(picture)).numpy(), got, atol=1e-2)
 
 
 def test_rest_request_gives_the_keras_pixels(exported, translator, rng):
