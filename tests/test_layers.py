@@ -180,8 +180,11 @@ def test_reflection_padding_is_numpy_reflect(padding, shape, jit_compile, gpu, m
 
 @pytest.mark.parametrize("jit_compile", [False, True])
 @pytest.mark.parametrize("affine", [False, True])
-def test_instance_norm_is_group_norm_with_a_group_per_channel(affine, jit_compile):
-    x = np.random.default_rng(4).normal(2.0, 3.0, size=(2, 7, 5, 6)).astype("float32")
+@pytest.mark.parametrize("batch", [1, 2])
+def test_instance_norm_is_group_norm_with_a_group_per_channel(affine, jit_compile, batch):
+    """Eager: TensorFlow's fused batch norm (batch 1, or the images stacked as channels); XLA:
+    moments over H and W."""
+    x = np.random.default_rng(4).normal(2.0, 3.0, size=(batch, 7, 5, 6)).astype("float32")
     init = dict(gamma_initializer="random_normal", beta_initializer="random_normal")
     norm = InstanceNormalization(center=affine, scale=affine, **init)
     reference = keras.layers.GroupNormalization(groups=-1, epsilon=1e-5, center=affine, scale=affine)
@@ -194,6 +197,16 @@ def test_instance_norm_is_group_norm_with_a_group_per_channel(affine, jit_compil
     assert_same(got, want)
     if not affine:
         np.testing.assert_allclose(np.std(got[0], axis=(1, 2)), 1.0, atol=1e-3)
+
+
+def test_instance_norm_with_unknown_sizes():
+    """As translate traces it: batch, height and width unknown until run time."""
+    norm = InstanceNormalization(center=True, scale=True, beta_initializer="random_normal")
+    x = np.random.default_rng(5).normal(size=(3, 6, 4, 5)).astype("float32")
+    spec = tf.TensorSpec([None, None, None, 5], tf.float32)
+    traced = tf.function(norm, input_signature=[spec])
+    np.testing.assert_allclose(traced(x), norm._moments(x), atol=1e-5)
+    np.testing.assert_allclose(traced(x[:1]), norm._moments(x[:1]), atol=1e-5)
 
 
 def test_instance_norm_config_and_refusals():

@@ -129,6 +129,16 @@ def test_nan_stops_with_a_message_on_how_to_resume(tmp_path):
         callback.on_batch_end(7, {"g_loss": float("nan")})
 
 
+def test_the_callers_dtype_policy_is_back_after_training(tmp_path):
+    """train() builds its model under the run's precision, then puts the caller's back (a run
+    with mixed_precision auto on a bf16 CPU left mixed_bfloat16 for everything built after)."""
+    keras.config.set_dtype_policy("float32")
+    history = training.train(tiny_test_config(**{"train.mixed_precision": "bf16", "train.epochs": 1,
+                                                 "train.steps_per_epoch": 1}), tmp_path / "w", verbose=0)
+    assert history.model.generator_g.get_layer("stem_conv").compute_dtype == "bfloat16"
+    assert keras.config.dtype_policy().name == "float32"
+
+
 @pytest.mark.slow
 def test_train_command_prints_keras_progress(tmp_path, capsys):
     rc = cli.main([
