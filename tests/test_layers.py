@@ -123,6 +123,27 @@ def spy(monkeypatch, cls, name):
     return calls
 
 
+@pytest.mark.parametrize("policy, gpu, form", [
+    ("mixed_bfloat16", False, True), ("mixed_bfloat16", True, False), ("float32", False, False)])
+def test_narrow_conv_without_xla_uses_its_form_in_bf16_on_a_cpu(policy, gpu, form, monkeypatch):
+    x = np.random.default_rng(7).normal(size=(2, 12, 10, 8)).astype("float32")
+    narrow = NarrowConv2D(3, 5, bias_initializer="random_normal", dtype=policy)
+    reference = keras.layers.Conv2D(3, 5, dtype=policy)
+    narrow.build(x.shape)
+    reference.build(x.shape)
+    reference.set_weights(narrow.get_weights())
+    monkeypatch.setattr(gk_layers, "on_gpu", lambda: gpu)
+    calls = spy(monkeypatch, NarrowConv2D, "_row_split_conv")
+    got = outputs_and_gradients(narrow, narrow.trainable_variables, x, jit_compile=False)
+    want = outputs_and_gradients(reference, reference.trainable_variables, x, jit_compile=False)
+    assert bool(calls) == form
+    tolerance = 2e-2 if policy == "mixed_bfloat16" else 1e-5
+    (y, grads), (y_ref, grads_ref) = got, want
+    for a, b in zip([y, *grads], [y_ref, *grads_ref]):
+        a, b = tf.cast(a, tf.float32), tf.cast(b, tf.float32)
+        np.testing.assert_allclose(a, b, atol=tolerance * max(float(tf.reduce_max(tf.abs(b))), 1.0))
+
+
 @pytest.mark.parametrize("jit_compile, training, gpu", [
     (False, True, False), (True, False, False), (True, True, False), (True, True, True)])
 @pytest.mark.parametrize("shape, kernel", [
