@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 DIRECTIONS = ("photo2style", "style2photo")
 #: --mixed-precision of the commands that translate: auto, float32, or bf16 (float32 output).
-PRECISIONS = {"auto": None, "off": "float32", "bf16": "mixed_bfloat16"}
+PRECISIONS = ("auto", "off", "bf16")
 DEFAULT_TILE = 1024  # pictures with a side above this are translated in tiles
 DEFAULT_OVERLAP = 128  # pixels shared by neighbouring tiles
 BATCH_PIXELS = 4 * 256 * 256  # images per forward pass: as many as fit in this many pixels
@@ -105,13 +105,13 @@ def translation_policy(choice: str) -> str:
     training's `--mixed-precision auto` (`strategy.auto_precision`): bf16 where the hardware
     computes it natively (TPU, GPUs from Ampere on, CPUs with AVX512_BF16/AMX), where oneDNN
     runs bf16 convolutions at about twice the float32 rate; else float32."""
-    from .strategy import auto_precision
+    from .strategy import POLICIES, auto_precision
 
     if choice not in PRECISIONS:
-        raise InputError(f"mixed precision must be one of {tuple(PRECISIONS)}, got {choice!r}")
+        raise InputError(f"mixed precision must be one of {PRECISIONS}, got {choice!r}")
     if choice != "auto":
-        return PRECISIONS[choice]
-    policy = PRECISIONS[auto_precision(tf.distribute.get_strategy())]
+        return POLICIES[choice]
+    policy = POLICIES[auto_precision(tf.distribute.get_strategy())]  # never fp16
     log.info("mixed precision auto -> %s", policy)
     return policy
 
@@ -177,7 +177,7 @@ class Translator:
         if xla not in XLA_CHOICES:
             raise InputError(f"xla must be one of {XLA_CHOICES}, got {xla!r}")
         if precision is not None and precision not in PRECISIONS:
-            raise InputError(f"mixed precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+            raise InputError(f"mixed precision must be one of {PRECISIONS}, got {precision!r}")
         path = Path(model)
         if path.is_dir() and (path / "saved_model.pb").is_file():
             if direction != "photo2style":
@@ -208,9 +208,10 @@ class Translator:
         else:
             raise InputError(f"{path} holds one generator; {direction} needs the whole CycleGAN "
                              f"(the workdir or its model.keras)")
-        policy = generator_policy(generator) if precision is None else translation_policy(precision)
-        if policy != generator_policy(generator):
-            generator = with_policy(generator, policy)
+        if precision is not None:
+            policy = translation_policy(precision)
+            if policy != generator_policy(generator):
+                generator = with_policy(generator, policy)
         fn = tf.function(lambda x: generator(x, training=False),
                          jit_compile=translation_xla(xla, generator),
                          input_signature=[IMAGES_SPEC])  # one trace for every size

@@ -377,9 +377,9 @@ class ShallowConv2D(_FixedConv2D):
     """
 
     def call(self, x):  # (B, H, W, C)
-        if not (in_xla_context() and not on_gpu()):
-            return super().call(x)
-        return self._finish(self._row_stack_conv(x))
+        if in_xla_context() and not on_gpu():
+            return self._finish(self._row_stack_conv(x))
+        return super().call(x)
 
     def _row_stack_conv(self, x):
         kh, kw = self.kernel_size
@@ -428,9 +428,9 @@ class DownConv2D(_FixedConv2D):
 
     def call(self, x, training=False):  # (B, H, W, C)
         static = None not in tuple(x.shape)[1:3]
-        if not (training and static and in_xla_context() and not on_gpu()):
-            return super().call(x)
-        return self._finish(self._space_to_depth_conv(x))
+        if training and static and in_xla_context() and not on_gpu():
+            return self._finish(self._space_to_depth_conv(x))
+        return super().call(x)
 
     def _space_to_depth_conv(self, x):
         kh, kw = self.kernel_size

@@ -38,7 +38,7 @@ def _jpeg(pixels, quality=95):
 def test_cli_defaults_match_the_modules():
     assert (cli.DEFAULT_TILE, cli.DEFAULT_OVERLAP) == (inference.DEFAULT_TILE, inference.DEFAULT_OVERLAP)
     assert cli.DEFAULT_EXPORT_MAX_PIXELS == export.DEFAULT_MAX_PIXELS
-    assert cli.TRANSLATION_PRECISIONS == tuple(inference.PRECISIONS)
+    assert cli.TRANSLATION_PRECISIONS == inference.PRECISIONS
 
 
 def test_reflect_indices_any_amount():
