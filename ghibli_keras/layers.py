@@ -121,15 +121,26 @@ class InstanceNormalization(layers.GroupNormalization):
         return self._moments(x)
 
     def _moments(self, x):
+        """The norm from the mean and the variance of the centred values, which are also what
+        is scaled: under XLA its gradients take two reductions over H, W (`ops.moments` with
+        `x * inv + offset` took more; G's training pass 1.30x on an H200). On a GPU the
+        variance is E[x²] - E[x]², whose two sums XLA takes in one read of x (G 1.04x there,
+        a residual block 1.12x); elsewhere the two-pass E[(x - E[x])²] (as fast on a CPU)."""
         x = ops.cast(x, "float32")  # statistics in float32, as GroupNormalization takes them
-        mean, variance = ops.moments(x, axes=(1, 2), keepdims=True)  # (B, 1, 1, C) each
+        mean = ops.mean(x, axis=(1, 2), keepdims=True)  # (B, 1, 1, C)
+        centred = x - mean
+        if on_gpu():
+            squares = ops.mean(ops.square(x), axis=(1, 2), keepdims=True)
+            variance = ops.maximum(squares - ops.square(mean), 0.0)
+        else:
+            variance = ops.mean(ops.square(centred), axis=(1, 2), keepdims=True)  # (B, 1, 1, C)
         inv = ops.rsqrt(variance + self.epsilon)
         if self.scale:
             inv = inv * ops.cast(self.gamma, inv.dtype)
-        offset = -mean * inv
+        y = centred * inv
         if self.center:
-            offset = offset + ops.cast(self.beta, offset.dtype)
-        return ops.cast(x * inv + offset, self.compute_dtype)
+            y = y + ops.cast(self.beta, y.dtype)
+        return ops.cast(y, self.compute_dtype)
 
     def _fused(self, x):
         """TensorFlow's fused batch normalisation (one kernel forward, one for the gradients;
@@ -359,10 +370,12 @@ class ShallowConv2D(_FixedConv2D):
     """A stride-1, valid `Conv2D` for inputs with few channels, like the generator's 7x7 stem
     from RGB: the same weights, arguments and result as `Conv2D`.
 
-    Under XLA on a CPU it runs as a `1 x kw` convolution of the `kh` row-shifted slices of the
-    input stacked along the channels (`kh * C` of them): XLA's CPU backend ran the paper
+    Under XLA it runs as a `1 x kw` convolution of the `kh` row-shifted slices of the input
+    stacked along the channels (`kh * C` of them): XLA's CPU backend ran the paper
     generator's stem (7x7, 3 -> 64 channels at 256x256) forward and with its gradients 2.8x
-    as fast so, the forward pass alone as fast (benchmarks/RESULTS.md); elsewhere as `Conv2D`.
+    as fast so, the forward pass alone as fast; on an H200 (JAX) the paper generator's
+    training pass at batch 8 in bf16 ran 1.06x as fast (benchmarks/RESULTS.md). Without XLA
+    as `Conv2D`.
 
     Args:
         filters: output channels.
@@ -377,7 +390,7 @@ class ShallowConv2D(_FixedConv2D):
     """
 
     def call(self, x):  # (B, H, W, C)
-        if in_xla_context() and not on_gpu():
+        if in_xla_context():
             return self._finish(self._row_stack_conv(x))
         return super().call(x)
 
@@ -396,12 +409,13 @@ class DownConv2D(_FixedConv2D):
     discriminator's down-sampling layers: the same weights, arguments and result as
     `Conv2D(filters, kernel_size, strides=2)`.
 
-    When training under XLA on a CPU (with static H and W) it runs as a 2x2, stride-1
-    convolution of `space_to_depth(2)` of the input (`4 * C` channels), the kernel zero-padded
-    to 4x4 and split by phase: XLA's CPU backend ran the paper generator's first down-sampling
-    (3x3, 64 -> 128 channels at 256x256) forward and with its gradients 2.1x as fast so,
-    though its forward pass alone 0.5x as fast (benchmarks/RESULTS.md) — hence the plain
-    `Conv2D` in inference, as elsewhere.
+    When training under XLA (with static H and W) it runs as a 2x2, stride-1 convolution of
+    `space_to_depth(2)` of the input (`4 * C` channels), the kernel zero-padded to 4x4 and
+    split by phase: XLA's CPU backend ran the paper generator's first down-sampling (3x3, 64
+    -> 128 channels at 256x256) forward and with its gradients 2.1x as fast so, though its
+    forward pass alone 0.5x as fast — hence the plain `Conv2D` in inference, as without XLA;
+    on an H200 (JAX) the paper discriminator's training pass at batch 8 in bf16 ran 1.10x as
+    fast (benchmarks/RESULTS.md).
 
     Args:
         filters: output channels.
@@ -428,7 +442,7 @@ class DownConv2D(_FixedConv2D):
 
     def call(self, x, training=False):  # (B, H, W, C)
         static = None not in tuple(x.shape)[1:3]
-        if training and static and in_xla_context() and not on_gpu():
+        if training and static and in_xla_context():
             return self._finish(self._space_to_depth_conv(x))
         return super().call(x)
 

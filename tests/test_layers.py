@@ -137,9 +137,11 @@ def test_narrow_conv_without_xla_uses_its_form_in_bf16_on_a_cpu(policy, gpu, for
     got = outputs_and_gradients(narrow, narrow.trainable_variables, x, jit_compile=False)
     want = outputs_and_gradients(reference, reference.trainable_variables, x, jit_compile=False)
     assert bool(calls) == form
-    tolerance = 2e-2 if policy == "mixed_bfloat16" else 1e-5
-    (y, grads), (y_ref, grads_ref) = got, want
-    for a, b in zip([y, *grads], [y_ref, *grads_ref]):
+    # bf16: 2% of the largest value, but 10% for the bias gradient, a bf16 sum of 96 terms of
+    # either sign whose order oneDNN's threads vary (4% apart from the reference seen on Zen 5).
+    tolerances = [2e-2, 2e-2, 2e-2, 1e-1] if policy == "mixed_bfloat16" else [1e-5] * 4
+    (y, grads), (y_ref, grads_ref) = got, want  # y, then the gradients of x, kernel and bias
+    for a, b, tolerance in zip([y, *grads], [y_ref, *grads_ref], tolerances, strict=True):
         a, b = tf.cast(a, tf.float32), tf.cast(b, tf.float32)
         np.testing.assert_allclose(a, b, atol=tolerance * max(float(tf.reduce_max(tf.abs(b))), 1.0))
 
@@ -150,7 +152,7 @@ def test_narrow_conv_without_xla_uses_its_form_in_bf16_on_a_cpu(policy, gpu, for
     ((2, 9, 11, 5), 3), ((1, 10, 7, 4), 4), ((1, 8, 8, 3), 2), ((1, 9, 9, 3), (1, 4))])
 def test_down_conv_is_stride_2_conv2d(shape, kernel, jit_compile, training, gpu, monkeypatch):
     """Even and odd sizes, kernels up to 4; the space-to-depth form runs exactly when training
-    under XLA off a GPU."""
+    under XLA, on a CPU or a GPU."""
     x = np.random.default_rng(5).normal(size=shape).astype("float32")
     down = DownConv2D(6, kernel, bias_initializer="random_normal")
     reference = keras.layers.Conv2D(6, kernel, strides=2)
@@ -162,7 +164,7 @@ def test_down_conv_is_stride_2_conv2d(shape, kernel, jit_compile, training, gpu,
     got = outputs_and_gradients(lambda v: down(v, training=training), down.trainable_variables, x,
                                 jit_compile)
     want = outputs_and_gradients(reference, reference.trainable_variables, x, jit_compile=False)
-    assert bool(calls) == (jit_compile and training and not gpu)
+    assert bool(calls) == (jit_compile and training)
     assert_same(got, want)
 
 
@@ -179,7 +181,7 @@ def test_shallow_conv_is_conv2d(shape, kernel, jit_compile, gpu, monkeypatch):
     calls = spy(monkeypatch, ShallowConv2D, "_row_stack_conv")
     got = outputs_and_gradients(shallow, shallow.trainable_variables, x, jit_compile)
     want = outputs_and_gradients(reference, reference.trainable_variables, x, jit_compile=False)
-    assert bool(calls) == (jit_compile and not gpu)
+    assert bool(calls) == jit_compile  # on a CPU or a GPU
     assert_same(got, want)
 
 
@@ -199,12 +201,14 @@ def test_reflection_padding_is_numpy_reflect(padding, shape, jit_compile, gpu, m
     assert_same(got, want)
 
 
-@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("jit_compile, gpu", [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize("affine", [False, True])
 @pytest.mark.parametrize("batch", [1, 2])
-def test_instance_norm_is_group_norm_with_a_group_per_channel(affine, jit_compile, batch):
+def test_instance_norm_is_group_norm_with_a_group_per_channel(affine, jit_compile, gpu, batch,
+                                                             monkeypatch):
     """Eager: TensorFlow's fused batch norm (batch 1, or the images stacked as channels); XLA:
-    moments over H and W."""
+    moments over H and W (on a GPU the variance as E[x²] - E[x]²)."""
+    monkeypatch.setattr(gk_layers, "on_gpu", lambda: gpu)
     x = np.random.default_rng(4).normal(2.0, 3.0, size=(batch, 7, 5, 6)).astype("float32")
     init = dict(gamma_initializer="random_normal", beta_initializer="random_normal")
     norm = InstanceNormalization(center=affine, scale=affine, **init)
