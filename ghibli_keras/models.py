@@ -198,16 +198,19 @@ def patch_discriminator(
     _check_positive(ndf=ndf, n_layers=n_layers)
     init = _initializers(seed)
     inputs = keras.Input(shape=(None, None, IMAGE_CHANNELS), name="image")  # (B, H, W, 3)
-    h = inputs
+    h = layers.ZeroPadding2D(1, name="layer1_pad")(inputs)
     for i in range(n_layers + 1):
         filters = ndf * min(2**i, 8)
-        h = layers.ZeroPadding2D(1, name=f"layer{i + 1}_pad")(h)
         conv = DownConv2D if i < n_layers else layers.Conv2D  # stride 2, then 1
         h = conv(filters, 4, kernel_initializer=init(), name=f"layer{i + 1}_conv")(h)
         if i > 0:
             h = instance_norm(f"layer{i + 1}_norm", affine_norm, norm_epsilon)(h)
+        # The next convolution's zero padding comes before the activation: the same values
+        # (LeakyReLU(0) = 0), and TensorFlow's graph optimiser (Grappler's remapper, without
+        # XLA) otherwise fuses conv + bias + LeakyReLU ahead of a pad into a graph it cannot
+        # build ("remapper failed: ... LeakyReluGrad ... missing node", TF 2.21).
+        h = layers.ZeroPadding2D(1, name=f"layer{i + 2}_pad" if i < n_layers else "head_pad")(h)
         h = layers.LeakyReLU(LEAKY_SLOPE, name=f"layer{i + 1}_lrelu")(h)
-    h = layers.ZeroPadding2D(1, name="head_pad")(h)
     outputs = NarrowConv2D(1, 4, kernel_initializer=init(), dtype="float32", name="head_conv")(h)
     return keras.Model(inputs, outputs, name=name)  # (B, h, w, 1) logits
 
