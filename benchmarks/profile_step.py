@@ -52,14 +52,16 @@ def timed(fn, seconds: float) -> float:
 
 
 def train_pass(net_fn, variables, x, xla: bool):
-    """forward + gradients for the inputs and the variables, like a training step."""
+    """forward + gradients for the inputs and the variables, like a training step. The loss is
+    mean(y²): with mean(y) the output's gradient is a constant, which TensorFlow and XLA
+    simplify (one 3x3 convolution's pass then took 25 ms instead of 36-41 ms)."""
 
     @tf.function(jit_compile=xla)
     def run():
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = net_fn(x)
-            loss = tf.reduce_mean(tf.cast(y, tf.float32))
+            loss = tf.reduce_mean(tf.square(tf.cast(y, tf.float32)))
         grads = tape.gradient(loss, [x, *variables])
         return tf.add_n([tf.reduce_sum(g) for g in grads])  # one scalar back to the host
 
