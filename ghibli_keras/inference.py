@@ -93,9 +93,8 @@ def translation_xla(choice: str, generator: keras.Model) -> bool:
     if choice != "auto":
         return choice == "on"
     unet = any(isinstance(layer, keras.layers.Concatenate) for layer in generator.layers)
-    bf16 = any(layer.compute_dtype == "bfloat16" for layer in generator.layers)
     on = auto_xla(tf.distribute.get_strategy(), "unet" if unet else "resnet",
-                  "mixed_bfloat16" if bf16 else "float32")
+                  generator_policy(generator))
     log.info("XLA for %s: %s (auto)", generator.name, "on" if on else "off")
     return on
 

@@ -127,24 +127,22 @@ class InstanceNormalization(layers.GroupNormalization):
         `x * inv + offset` (G's training pass 1.30x, then 1.04x, on an H200). Elsewhere that
         plain form, as before: on a CPU the centred one ran no faster."""
         x = ops.cast(x, "float32")  # statistics in float32, as GroupNormalization takes them
-        gpu = on_gpu()
-        if gpu:
+        beta = ops.cast(self.beta, "float32") if self.center else 0.0
+        if on_gpu():
             mean = ops.mean(x, axis=(1, 2), keepdims=True)  # (B, 1, 1, C)
             squares = ops.mean(ops.square(x), axis=(1, 2), keepdims=True)
-            variance = ops.maximum(squares - ops.square(mean), 0.0)
+            inv = self._inverse_std(ops.maximum(squares - ops.square(mean), 0.0))
+            y = (x - mean) * inv + beta
         else:
             mean, variance = ops.moments(x, axes=(1, 2), keepdims=True)  # (B, 1, 1, C) each
-        inv = ops.rsqrt(variance + self.epsilon)
-        if self.scale:
-            inv = inv * ops.cast(self.gamma, inv.dtype)
-        beta = ops.cast(self.beta, inv.dtype) if self.center else None
-        if gpu:
-            y = (x - mean) * inv
-            y = y if beta is None else y + beta
-        else:
-            offset = -mean * inv if beta is None else -mean * inv + beta
-            y = x * inv + offset
+            inv = self._inverse_std(variance)
+            y = x * inv + (-mean * inv + beta)
         return ops.cast(y, self.compute_dtype)
+
+    def _inverse_std(self, variance):
+        """1 / sqrt(variance + epsilon), times gamma when the norm scales."""
+        inv = ops.rsqrt(variance + self.epsilon)
+        return inv * ops.cast(self.gamma, inv.dtype) if self.scale else inv
 
     def _fused(self, x):
         """TensorFlow's fused batch normalisation (one kernel forward, one for the gradients;
