@@ -19,7 +19,8 @@ import keras
 from keras import layers, ops
 
 from .layers import (
-    DownConv2D, NarrowConv2D, ReflectionPadding2D, ShallowConv2D, UpConv2D, conv_init, instance_norm,
+    DownConv2D, NarrowConv2D, ReflectionPadding2D, ShallowConv2D, TapGradConv2D, UpConv2D,
+    conv_init, instance_norm,
 )
 
 IMAGE_CHANNELS = 3
@@ -110,7 +111,7 @@ def resnet_generator(
         r = h
         for j in (1, 2):
             r = ReflectionPadding2D(1, name=f"block{b}_pad{j}")(r)
-            r = layers.Conv2D(ngf * 4, 3, kernel_initializer=init(), name=f"block{b}_conv{j}")(r)
+            r = TapGradConv2D(ngf * 4, 3, kernel_initializer=init(), name=f"block{b}_conv{j}")(r)
             r = norm(f"block{b}_norm{j}")(r)
             if j == 1:
                 r = layers.ReLU(name=f"block{b}_relu")(r)
@@ -201,7 +202,7 @@ def patch_discriminator(
     h = layers.ZeroPadding2D(1, name="layer1_pad")(inputs)
     for i in range(n_layers + 1):
         filters = ndf * min(2**i, 8)
-        conv = DownConv2D if i < n_layers else layers.Conv2D  # stride 2, then 1
+        conv = DownConv2D if i < n_layers else TapGradConv2D  # stride 2, then 1
         h = conv(filters, 4, kernel_initializer=init(), name=f"layer{i + 1}_conv")(h)
         if i > 0:
             h = instance_norm(f"layer{i + 1}_norm", affine_norm, norm_epsilon)(h)

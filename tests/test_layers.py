@@ -12,8 +12,8 @@ import tensorflow as tf
 import ghibli_keras.layers as gk_layers
 from ghibli_keras import models
 from ghibli_keras.layers import (
-    DownConv2D, InstanceNormalization, NarrowConv2D, ReflectionPadding2D, ShallowConv2D, UpConv2D,
-    in_xla_context,
+    DownConv2D, InstanceNormalization, NarrowConv2D, ReflectionPadding2D, ShallowConv2D,
+    TapGradConv2D, UpConv2D, in_xla_context, tap_kernel_gradient,
 )
 
 from conftest import REPO
@@ -146,6 +146,59 @@ def test_narrow_conv_without_xla_uses_its_form_in_bf16_on_a_cpu(policy, gpu, for
         np.testing.assert_allclose(a, b, atol=tolerance * max(float(tf.reduce_max(tf.abs(b))), 1.0))
 
 
+@pytest.mark.parametrize("shape, kernel, filters", [
+    ((2, 9, 11, 5), (3, 3), 6), ((1, 10, 7, 4), (4, 2), 3), ((3, 6, 6, 2), (1, 1), 4),
+    ((1, 7, 7, 3), (7, 7), 2)])
+def test_tap_kernel_gradient_is_conv2d_backprop_filter(shape, kernel, filters):
+    """Batches, non-square pictures and kernels, the kernel as large as the picture; batch, H
+    and W unknown while tracing, as in a model built on `(None, None, None, C)` inputs."""
+    rng = np.random.default_rng(8)
+    kh, kw = kernel
+    x = rng.normal(size=shape).astype("float32")
+    dy = rng.normal(size=(shape[0], shape[1] - kh + 1, shape[2] - kw + 1, filters)).astype("float32")
+    want = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=[kh, kw, shape[3], filters],
+                                           out_backprop=dy, strides=[1, 1, 1, 1], padding="VALID")
+    specs = [tf.TensorSpec([None, None, None, shape[3]]), tf.TensorSpec([None, None, None, filters])]
+    traced = tf.function(lambda x, dy: tap_kernel_gradient(x, dy, kh, kw), input_signature=specs)
+    for got in (tap_kernel_gradient(tf.constant(x), tf.constant(dy), kh, kw), traced(x, dy)):
+        assert got.shape == (kh, kw, shape[3], filters)
+        np.testing.assert_allclose(got, want, atol=1e-4 * float(tf.reduce_max(tf.abs(want))))
+
+
+@pytest.mark.parametrize("policy, training, jit_compile, gpu, small, form", [
+    ("mixed_bfloat16", True, False, False, True, True),
+    ("mixed_bfloat16", False, False, False, True, False),  # inference
+    ("mixed_bfloat16", True, True, False, True, False),  # XLA
+    ("mixed_bfloat16", True, False, True, True, False),  # a GPU
+    ("mixed_bfloat16", True, False, False, False, False),  # too few channels
+    ("float32", True, False, False, True, False),
+])
+def test_tap_grad_conv_is_conv2d(policy, training, jit_compile, gpu, small, form, monkeypatch):
+    """The tap-by-tap kernel gradient runs exactly when training in bf16 on a CPU without XLA
+    with enough channels (`small`: the threshold lowered to these test's 8 x 6)."""
+    x = np.random.default_rng(9).normal(size=(2, 11, 9, 8)).astype("float32")
+    conv = TapGradConv2D(6, 3, activation="relu", bias_initializer="random_normal", dtype=policy)
+    reference = keras.layers.Conv2D(6, 3, activation="relu", dtype=policy)
+    conv.build(x.shape)
+    reference.build(x.shape)
+    reference.set_weights(conv.get_weights())
+    if small:
+        monkeypatch.setattr(TapGradConv2D, "MIN_CHANNEL_PRODUCT", 8 * 6)
+    monkeypatch.setattr(gk_layers, "on_gpu", lambda: gpu)
+    calls = spy(monkeypatch, TapGradConv2D, "_tap_grad_conv")
+    got = outputs_and_gradients(lambda v: conv(v, training=training), conv.trainable_variables, x,
+                                jit_compile)
+    want = outputs_and_gradients(reference, reference.trainable_variables, x, jit_compile=False)
+    assert bool(calls) == form
+    (y, grads), (y_ref, grads_ref) = got, want  # y, then the gradients of x, kernel and bias
+    assert y.dtype == y_ref.dtype and len(grads) == len(grads_ref) == 3
+    # bf16: 2% of the largest value, 10% for the bias gradient (a bf16 sum of 162 terms).
+    tolerances = [2e-2, 2e-2, 2e-2, 1e-1] if policy == "mixed_bfloat16" else [1e-5] * 4
+    for a, b, tolerance in zip([y, *grads], [y_ref, *grads_ref], tolerances, strict=True):
+        a, b = tf.cast(a, tf.float32), tf.cast(b, tf.float32)
+        np.testing.assert_allclose(a, b, atol=tolerance * max(float(tf.reduce_max(tf.abs(b))), 1.0))
+
+
 @pytest.mark.parametrize("jit_compile, training, gpu", [
     (False, True, False), (True, False, False), (True, True, False), (True, True, True)])
 @pytest.mark.parametrize("shape, kernel", [
@@ -251,7 +304,8 @@ def test_instance_norm_config_and_refusals():
 def test_layers_without_bias():
     x = np.random.default_rng(2).normal(size=(1, 6, 6, 4)).astype("float32")
     for layer in (UpConv2D(2, use_bias=False), NarrowConv2D(2, 3, use_bias=False),
-                  ShallowConv2D(2, 3, use_bias=False), DownConv2D(2, 3, use_bias=False)):
+                  ShallowConv2D(2, 3, use_bias=False), DownConv2D(2, 3, use_bias=False),
+                  TapGradConv2D(2, 3, use_bias=False)):
         eager = layer(x)
         compiled = tf.function(lambda v, layer=layer: layer(v, training=True), jit_compile=True)(tf.constant(x))
         np.testing.assert_allclose(compiled, eager, atol=1e-5)
@@ -284,7 +338,8 @@ def test_configs_round_trip():
     narrow = NarrowConv2D(3, (7, 5), activation="tanh", name="head")
     copy = NarrowConv2D.from_config(narrow.get_config())
     assert copy.get_config() == narrow.get_config() and copy.kernel_size == (7, 5)
-    for layer in (ShallowConv2D(8, 7, name="stem"), DownConv2D(8, (3, 4), use_bias=False)):
+    for layer in (ShallowConv2D(8, 7, name="stem"), DownConv2D(8, (3, 4), use_bias=False),
+                  TapGradConv2D(8, (3, 2), activation="relu", name="block")):
         copy = type(layer).from_config(layer.get_config())
         assert copy.get_config() == layer.get_config() and copy.kernel_size == layer.kernel_size
     assert DownConv2D(8, 3).get_config()["strides"] == (2, 2)
@@ -298,6 +353,7 @@ def test_configs_round_trip():
         (lambda: NarrowConv2D(3, 7, strides=2), r"strides=\(1, 1\); got strides=\(2, 2\)"),
         (lambda: NarrowConv2D(3, 7, padding="same"), "padding='valid'; got padding='same'"),
         (lambda: ShallowConv2D(8, 7, strides=2), r"ShallowConv2D has strides=\(1, 1\)"),
+        (lambda: TapGradConv2D(8, 3, padding="same"), r"TapGradConv2D has padding='valid'"),
         (lambda: DownConv2D(8, 3, strides=1), r"DownConv2D has strides=\(2, 2\); got strides=\(1, 1\)"),
         (lambda: DownConv2D(8, 5), r"at most 4x4; got kernel_size=5"),
         (lambda: DownConv2D(8, (3, 0)), r"got kernel_size=\(3, 0\)"),
@@ -315,16 +371,43 @@ def test_generator_uses_them_and_compiles_to_the_same_result():
     assert isinstance(g.get_layer("stem_norm"), InstanceNormalization)
     assert isinstance(g.get_layer("stem_conv"), ShallowConv2D)
     assert isinstance(g.get_layer("down1_conv"), DownConv2D)
+    assert isinstance(g.get_layer("block1_conv2"), TapGradConv2D)
     x = tf.random.uniform((2, 16, 24, 3), -1, 1, seed=0)
     for training in (False, True):  # training: DownConv2D's form too
         compiled = tf.function(lambda v: g(v, training=training), jit_compile=True)(x)
         np.testing.assert_allclose(compiled, g(x, training=training), atol=1e-5)
 
 
+def test_generator_training_in_bf16_takes_the_tap_gradients(monkeypatch):
+    """In a model, training in bf16 on a CPU without XLA: the residual convolutions' kernel
+    gradients tap by tap (threshold lowered to the tiny generator's 16 x 16 channels), the
+    same gradients as the plain form's within bf16 rounding."""
+    policy = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        g = models.resnet_generator(4, 2, seed=5)
+    finally:
+        keras.mixed_precision.set_dtype_policy(policy)
+    monkeypatch.setattr(gk_layers, "on_gpu", lambda: False)
+    calls = spy(monkeypatch, TapGradConv2D, "_tap_grad_conv")
+    x = np.random.default_rng(3).uniform(-1, 1, size=(2, 16, 12, 3)).astype("float32")
+    variables = g.trainable_variables
+    monkeypatch.setattr(TapGradConv2D, "MIN_CHANNEL_PRODUCT", 10**12)
+    _, want = outputs_and_gradients(lambda v: g(v, training=True), variables, x, jit_compile=False)
+    assert not calls
+    monkeypatch.setattr(TapGradConv2D, "MIN_CHANNEL_PRODUCT", 16 * 16)
+    _, got = outputs_and_gradients(lambda v: g(v, training=True), variables, x, jit_compile=False)
+    assert len(calls) == 4  # 2 blocks x 2 convolutions
+    for variable, a, b in zip(["x", *(v.path for v in variables)], got, want, strict=True):
+        if "block" in variable and variable.endswith("kernel"):
+            scale = float(tf.reduce_max(tf.abs(b)))
+            np.testing.assert_allclose(a, b, atol=0.03 * scale, err_msg=variable)
+
+
 def test_discriminator_uses_them_and_compiles_to_the_same_result(monkeypatch):
     d = models.patch_discriminator(4, 3, seed=5)
     assert [type(d.get_layer(f"layer{i}_conv")).__name__ for i in (1, 2, 3, 4)] == [
-        "DownConv2D", "DownConv2D", "DownConv2D", "Conv2D"]
+        "DownConv2D", "DownConv2D", "DownConv2D", "TapGradConv2D"]
     assert isinstance(d.get_layer("head_conv"), NarrowConv2D)
     calls = spy(monkeypatch, DownConv2D, "_space_to_depth_conv")
     x = tf.random.uniform((2, 64, 48, 3), -1, 1, seed=0)
