@@ -380,7 +380,7 @@ class TapGradConv2D(_FixedConv2D):
     runs at its convolutions' forward rate, its bf16 kernel gradient only at the fp32 rate:
     alone 1.23-1.32x faster so at 256 channels and more, 0.9-1.03x at 64-128 channels, and not
     faster in float32; the paper generator's training pass (batch 1) 1.06-1.11x, the paper step
-    1.04-1.06x, its peak memory +0.6 GiB on a Zen 5 CPU (benchmarks/RESULTS.md). The forward
+    1.04-1.06x, its peak memory +0.1-0.35 GiB on a Zen 5 CPU (benchmarks/RESULTS.md). The forward
     pass and the input's gradient stay oneDNN's convolutions; elsewhere, and in inference, it
     is `Conv2D`.
 
@@ -440,7 +440,8 @@ def tap_kernel_gradient(x, dy, kh: int, kw: int):
     """
     import tensorflow as tf
 
-    b, h, w = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
+    static = x.shape[:3].is_fully_defined()  # plain ints make one constant-bounds slice a tap
+    b, h, w = x.shape[:3] if static else (tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2])
     rows = b * h * w
     n = rows - (kh - 1) * w - (kw - 1)
     x_rows = tf.reshape(x, (rows, x.shape[-1]))  # (B·H·W, C)
