@@ -346,6 +346,10 @@ def check_schema(files: Iterable[str]) -> None:
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
             raise InputError(f"{path}: not a readable TFRecord file ({_plain(e.message)})") from None
         if first is None:
+            size = tf.io.gfile.stat(path).length
+            if size:  # shorter than one record's header: TensorFlow reads it as empty
+                raise InputError(f"{path}: not a readable TFRecord file ({size} bytes, no "
+                                 f"complete record)")
             continue  # an empty shard is fine
         try:
             example = tf.train.Example.FromString(first.numpy())
@@ -478,8 +482,11 @@ def _fixed_window(window: tf.Tensor, side: int) -> tf.Tensor:
 
 
 def first_picture_side(files: Sequence[str]) -> int:
-    """The shorter side of the first picture of the first shard (read from its JPEG header)."""
-    record = next(iter(tf.data.TFRecordDataset(files[:1]).take(1)))
+    """The shorter side of the shards' first picture (read from its JPEG header); `InputError`
+    when they hold none."""
+    record = next(iter(tf.data.TFRecordDataset(files).take(1)), None)  # empty shards skipped
+    if record is None:
+        raise InputError(f"no pictures in {', '.join(files)}: every shard is empty")
     return int(tf.reduce_min(tf.io.extract_jpeg_shape(parse_example(record)["image"])[:2]))
 
 
@@ -594,6 +601,7 @@ def training_dataset(
     for index, files in enumerate((photos, styles)):
         shards = list_shards(files)
         check_schema(shards)
+        side = first_picture_side(shards)  # InputError for a domain without pictures
         streams.append(
             _domain_stream(
                 shards,
@@ -601,11 +609,7 @@ def training_dataset(
                 image_size=image_size,
                 shuffle_buffer=shuffle_buffer,
                 seed=None if seed is None else seed + index,  # domains differ, both repeatable
-                window=(
-                    window_side(image_size, load_size, first_picture_side(shards))
-                    if resize_on_device
-                    else None
-                ),
+                window=window_side(image_size, load_size, side) if resize_on_device else None,
             )
         )
     ds = tf.data.Dataset.zip(tuple(streams))  # both infinite: nothing is truncated

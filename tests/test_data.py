@@ -195,6 +195,27 @@ def test_not_a_tfrecord_file(tmp_path):
         data.load_tfrecords(str(path))
 
 
+def test_a_file_shorter_than_a_record_is_not_an_empty_shard(tmp_path):
+    path = tmp_path / "tiny00-1.tfrec"
+    path.write_bytes(b"garbage")  # under a record header's 12 bytes: TensorFlow reads no record
+    with pytest.raises(InputError, match="tiny00-1.tfrec: not a readable TFRecord file .7 bytes"):
+        data.load_tfrecords(str(path))
+
+
+@pytest.mark.parametrize("resize_on_device", [True, False])
+def test_a_domain_of_empty_shards_is_refused_and_empty_shards_are_skipped(tmp_path, resize_on_device):
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "empty00-0.tfrec").write_bytes(b"")
+    styles = _constant_shards(tmp_path / "b", "style", [20, 50])
+    with pytest.raises(InputError, match="no pictures in .*empty00-0.tfrec: every shard is empty"):
+        data.training_dataset(str(tmp_path / "e"), styles, 2, image_size=8, load_size=10,
+                              resize_on_device=resize_on_device)
+    _constant_shards(tmp_path / "e", "photo", [10, 60])  # an empty shard first, then pictures
+    x, _ = next(iter(data.training_dataset(str(tmp_path / "e"), styles, 2, image_size=8,
+                                           load_size=10, resize_on_device=resize_on_device)))
+    assert x.shape[0] == 2
+
+
 # ---------------------------------------------------------------------------- training input
 
 
