@@ -9,7 +9,7 @@ For 256×256 and 1024×1024 pictures (batch chosen as `translate` does: as many 
   - the Keras generator (`inference.Translator`, as `ghibli-keras translate` runs it),
   - the SavedModel's `translate` signature (float in, float out) and `serving_default`
     (JPEG bytes in and out, one request of the same batch), loaded with `tf.saved_model.load`,
-with XLA off and on, in float32 (`off`) and, where the CPU computes bf16 natively (or when
+with XLA off and on, in float32 (`off`) and, where the CPU has bf16 instructions (or when
 asked), in mixed_bfloat16 (`bf16`: `translate --mixed-precision bf16`, `export
 --mixed-precision bf16`), and the achieved GFLOP/s of the network's forward pass (analytic
 count) against the fp32 peak. The variants of a size and the reference convolution are measured in alternating rounds

@@ -497,9 +497,9 @@ def _add_translation_options(p: argparse.ArgumentParser) -> None:
                    help="XLA-compile the generator (auto: on for float32 ResNet generators and "
                    "on GPU/TPU, off for the U-Net and for bf16 on a CPU)")
     p.add_argument("--mixed-precision", choices=TRANSLATION_PRECISIONS, default="auto",
-                   help="compute in bfloat16 (auto: where the CPU/GPU/TPU computes it natively, "
-                   "about 2x faster on a CPU with AVX512_BF16) or float32 (off); a SavedModel "
-                   "keeps its own")
+                   help="compute in bfloat16 (auto: where the CPU/GPU/TPU computes it faster than "
+                   "float32: about 2x on a CPU with AMX or AMD's AVX512_BF16) or float32 (off); "
+                   "a SavedModel keeps its own")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -657,8 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compile the network with XLA in the SavedModel (off)")
     p.add_argument("--mixed-precision", choices=["off", "bf16"], default="off",
                    help="the SavedModel computes in float32 (off), which runs alike everywhere, "
-                   "or bfloat16 (bf16: about 2x faster where the serving CPU has AVX512_BF16 or "
-                   "AMX, or on GPUs from Ampere on; slower elsewhere) (off)")
+                   "or bfloat16 (bf16: about 2x faster where the serving CPU has AMX or AMD's "
+                   "AVX512_BF16, or on GPUs from Ampere on; slower elsewhere, Intel's AVX512_BF16 "
+                   "without AMX included) (off)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(

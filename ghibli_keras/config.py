@@ -157,9 +157,10 @@ def _tiny() -> Config:
       after 300 steps with it, +1.9 dB without);
     - learning rate 5e-4 for the small networks, decaying linearly over the second half,
       which stops the late drift seen at a constant rate;
-    - XLA and precision `auto`: on a CPU without bf16 instructions, float32 with XLA (2.1x
-      faster steps than without on a 2-core Xeon: 0.57 s against 1.21 s at batch 4); on one
-      with AVX512_BF16, bf16 without XLA (2-core Zen 5, a real run on the sample shards: a
+    - XLA and precision `auto`: on a CPU where bf16 is not faster than float32, float32 with
+      XLA (2.1x faster steps than without on a 2-core Xeon: 0.57 s against 1.21 s at batch 4);
+      on one where it is (AMD's AVX512_BF16, AMX), bf16 without XLA (2-core Zen 5, a real run
+      on the sample shards: a
       median step of 87 ms, against 85 ms in float32 with XLA, whose compilations made the run
       longer: 48 s against 64-92 s for 3 epochs; bf16 with XLA 1.2x slower).
     """

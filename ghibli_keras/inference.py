@@ -85,7 +85,7 @@ def translation_xla(choice: str, generator: keras.Model) -> bool:
     NarrowConv2D layers run faster forms under XLA: the paper generator's forward pass at
     256x256, batch 4, 1.31x as fast as without XLA on a 2-core x86 CPU,
     benchmarks/xla_forms.py); off for the U-Net (a generator with skip concatenations), which
-    XLA slows down on a CPU, and for a bf16 generator on a CPU with native bf16."""
+    XLA slows down on a CPU, and for a bf16 generator on a CPU with bf16 instructions."""
     from .strategy import auto_xla
 
     if choice not in XLA_CHOICES:
@@ -102,8 +102,10 @@ def translation_xla(choice: str, generator: keras.Model) -> bool:
 def translation_policy(choice: str) -> str:
     """The Keras dtype policy to translate in: `off` float32, `bf16` mixed_bfloat16, `auto` as
     training's `--mixed-precision auto` (`strategy.auto_precision`): bf16 where the hardware
-    computes it natively (TPU, GPUs from Ampere on, CPUs with AVX512_BF16/AMX), where oneDNN
-    runs bf16 convolutions at about twice the float32 rate; else float32."""
+    computes it faster than float32 (TPU, GPUs from Ampere on, CPUs with AMX or AMD's
+    AVX512_BF16, where oneDNN runs bf16 convolutions at about twice the float32 rate); else
+    float32 (on Intel's AVX512_BF16 without AMX the bf16 generator translated at 0.68x of
+    float32 with XLA's rate, benchmarks/RESULTS.md)."""
     from .strategy import POLICIES, auto_precision
 
     if choice not in PRECISIONS:

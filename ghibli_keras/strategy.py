@@ -117,21 +117,44 @@ def is_chief() -> bool:
     return task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0
 
 
-def cpu_has_bf16(cpuinfo: Optional[str] = None) -> bool:
-    """Whether the CPU computes bfloat16 natively (AVX512_BF16 or AMX-BF16), from the `flags`
-    of /proc/cpuinfo (or `cpuinfo`, for tests). Without them TensorFlow emulates bf16, which
-    measured 4-16x slower per step than float32 here."""
+def _cpuinfo(cpuinfo: Optional[str]) -> tuple[str, set]:
+    """(vendor_id, flags) from /proc/cpuinfo's text, or `cpuinfo` (for tests); ("", set())
+    where it cannot be read."""
     if cpuinfo is None:
         try:
             with open("/proc/cpuinfo") as f:
                 cpuinfo = f.read()
         except OSError:
-            return False
-    flags = set()
+            return "", set()
+    vendor, flags = "", set()
     for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.partition(":")[2].split())
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+        key, _, value = line.partition(":")
+        if key.strip() == "vendor_id":
+            vendor = value.strip()
+        elif key.strip() == "flags":
+            flags.update(value.split())
+    return vendor, flags
+
+
+def cpu_has_bf16(cpuinfo: Optional[str] = None) -> bool:
+    """Whether the CPU has bfloat16 instructions (AVX512_BF16 or AMX-BF16), from the `flags`
+    of /proc/cpuinfo (or `cpuinfo`, for tests): oneDNN then runs bf16 convolutions with them,
+    where XLA's CPU backend does not. Without them TensorFlow emulates bf16, which measured
+    4-16x slower per step than float32. Whether they are also faster than float32:
+    `cpu_bf16_pays`."""
+    return bool(_cpuinfo(cpuinfo)[1] & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_bf16_pays(cpuinfo: Optional[str] = None) -> bool:
+    """Whether this CPU computes bfloat16 faster than float32: with AMX-BF16 (Intel's matrix
+    units), or with AVX512_BF16 on an AMD CPU, whose VDPBF16PS does twice the work of an fp32
+    FMA at the same rate (a 2-core Zen 5: oneDNN's bf16 convolutions 2.0-3.0x its fp32 ones,
+    the paper step 1.6-2.0x). Intel's AVX512_BF16 without AMX (Cooper Lake; Sapphire and
+    Emerald Rapids where a VM hides AMX) does no more work a cycle than fp32 FMAs: on a 2-core
+    Emerald Rapids oneDNN's bf16 convolutions ran at 0.6-0.9x, its matrix product at 0.4x and
+    the paper step at 0.58-0.74x of float32's (benchmarks/RESULTS.md)."""
+    vendor, flags = _cpuinfo(cpuinfo)
+    return "amx_bf16" in flags or ("avx512_bf16" in flags and vendor == "AuthenticAMD")
 
 
 def device_kind(strategy: tf.distribute.Strategy) -> str:
@@ -158,15 +181,15 @@ def _gpus_have_bf16() -> bool:
 
 
 def auto_precision(strategy: tf.distribute.Strategy, cpuinfo: Optional[str] = None) -> str:
-    """`--mixed-precision auto`: bf16 where the hardware computes it natively (TPU, GPUs from
-    Ampere on, CPUs with AVX512_BF16/AMX), else off. fp16 is never chosen automatically (it
-    needs loss scaling; ask for it on older GPUs)."""
+    """`--mixed-precision auto`: bf16 where the hardware computes it faster than float32 (TPU,
+    GPUs from Ampere on, CPUs with AMX or AMD's AVX512_BF16: `cpu_bf16_pays`), else off. fp16
+    is never chosen automatically (it needs loss scaling; ask for it on older GPUs)."""
     kind = device_kind(strategy)
     if kind == "tpu":
         return "bf16"
     if kind == "gpu":
         return "bf16" if _gpus_have_bf16() else "off"
-    return "bf16" if cpu_has_bf16(cpuinfo) else "off"
+    return "bf16" if cpu_bf16_pays(cpuinfo) else "off"
 
 
 def set_precision(choice: str, strategy: tf.distribute.Strategy) -> str:
@@ -191,9 +214,9 @@ def auto_xla(strategy: tf.distribute.Strategy, generator: str = "resnet",
              policy: Optional[str] = None) -> bool:
     """`--xla auto`, from benchmarks/train_step.py: on for TPU (always XLA) and GPUs. On a CPU:
     off for the U-Net (Kaggle preset: 2x slower with XLA); off under `mixed_bfloat16` (the
-    global dtype policy, or `policy`) on a CPU that computes bf16 natively, where oneDNN runs
-    bf16 convolutions at twice the fp32 rate and XLA's CPU backend does not (paper preset on a
-    2-core AVX512_BF16 CPU: 3.8 s a step without XLA, 8.6 s with it, 6.6 s in fp32 with XLA);
+    global dtype policy, or `policy`) on a CPU with bf16 instructions, which oneDNN uses and
+    XLA's CPU backend does not (paper preset on a 2-core Zen 5: 3.8 s a step without XLA, 8.6 s
+    with it, 6.6 s in fp32 with XLA; on a 2-core Emerald Rapids 13.3 s against 15.6 s);
     else on for the ResNet generator (paper preset 1.74x, tiny 2.1x faster steps with XLA on
     a 2-core x86 CPU, in fp32)."""
     if device_kind(strategy) in ("tpu", "gpu"):

@@ -60,7 +60,7 @@ def tiny_test_config(**overrides):
         "train.batch_size": 2,
         "train.pool_size": 4,
         "train.xla": "off",
-        # float32 whatever the CPU (auto picks bf16 where the CPU has AVX512_BF16), so that
+        # float32 whatever the CPU (auto picks bf16 where the CPU computes it faster), so that
         # tests comparing two ways of running the trained model hold on every host
         "train.mixed_precision": "off",
         "train.seed": 0,

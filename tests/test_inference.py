@@ -233,6 +233,7 @@ def test_translation_in_bf16(trained_workdir, tmp_path, rng, monkeypatch):
     assert np.abs(got - want).max() > 0  # it did compute in bf16
     for native, policy in ((True, "mixed_bfloat16"), (False, "float32")):
         monkeypatch.setattr(strategies, "cpu_has_bf16", lambda cpuinfo=None, native=native: native)
+        monkeypatch.setattr(strategies, "cpu_bf16_pays", lambda cpuinfo=None, native=native: native)
         auto = inference.Translator.load(trained_workdir, precision="auto")
         assert inference.generator_policy(auto.generator) == policy
         assert auto.fn._jit_compile is (policy == "float32")  # XLA auto: off for native bf16

@@ -9,7 +9,11 @@ import tensorflow as tf
 from ghibli_keras import strategy as strategies
 from ghibli_keras.errors import InputError
 
-INTEL_SPR = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+INTEL_SPR = ("processor\t: 0\nvendor_id\t: GenuineIntel\n"
+             "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
+INTEL_EMR_VM = ("processor\t: 0\nvendor_id\t: GenuineIntel\n"  # AMX hidden by the hypervisor
+                "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_fp16 avx512_vnni\n")
+AMD_ZEN5 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n"
 AMD_ZEN3 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n\nprocessor\t: 1\nflags\t\t: fpu sse2 avx2\n"
 
 
@@ -21,21 +25,35 @@ def float32_after():
 
 def test_cpu_bf16_detection_reads_the_flags():
     assert strategies.cpu_has_bf16(INTEL_SPR)
+    assert strategies.cpu_has_bf16(INTEL_EMR_VM) and strategies.cpu_has_bf16(AMD_ZEN5)
     assert not strategies.cpu_has_bf16(AMD_ZEN3)
     assert not strategies.cpu_has_bf16("")
     assert not strategies.cpu_has_bf16("model name\t: avx512_bf16 in a name is not a flag\n")
+
+
+@pytest.mark.parametrize("cpuinfo, pays", [
+    (INTEL_SPR, True),  # AMX
+    (AMD_ZEN5, True),  # AVX512_BF16 at twice the fp32 FMA's work a cycle: the step 1.6-2.0x
+    (INTEL_EMR_VM, False),  # AVX512_BF16 without AMX: the step 0.6-0.7x of float32's
+    (AMD_ZEN3, False),  # no bf16 instructions: emulated
+    ("", False),
+])
+def test_bf16_pays_where_measured_faster_than_float32(cpuinfo, pays):
+    assert strategies.cpu_bf16_pays(cpuinfo) is pays
 
 
 def test_auto_precision_on_a_cpu():
     cpu = tf.distribute.get_strategy()
     assert strategies.device_kind(cpu) == "cpu"
     assert strategies.auto_precision(cpu, cpuinfo=INTEL_SPR) == "bf16"
+    assert strategies.auto_precision(cpu, cpuinfo=AMD_ZEN5) == "bf16"
+    assert strategies.auto_precision(cpu, cpuinfo=INTEL_EMR_VM) == "off"
     assert strategies.auto_precision(cpu, cpuinfo=AMD_ZEN3) == "off"
 
 
 def test_set_precision(float32_after):
     cpu = tf.distribute.get_strategy()
-    expected = "mixed_bfloat16" if strategies.cpu_has_bf16() else "float32"
+    expected = "mixed_bfloat16" if strategies.cpu_bf16_pays() else "float32"
     assert strategies.set_precision("auto", cpu) == expected
     assert strategies.set_precision("bf16", cpu) == "mixed_bfloat16"
     assert keras.config.dtype_policy().name == "mixed_bfloat16"
@@ -54,8 +72,8 @@ def test_auto_xla_follows_the_measurements():
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_xla_is_off_for_native_bf16_on_a_cpu(native, monkeypatch, float32_after):
-    """oneDNN runs bf16 convolutions natively, XLA's CPU backend does not (paper step 3.8 s
-    without XLA, 8.6 s with it); emulated bf16 is faster with XLA."""
+    """oneDNN runs bf16 convolutions with the CPU's bf16 instructions, XLA's CPU backend does
+    not (paper step 3.8 s without XLA, 8.6 s with it); emulated bf16 is faster with XLA."""
     cpu = tf.distribute.get_strategy()
     monkeypatch.setattr(strategies, "cpu_has_bf16", lambda cpuinfo=None: native)
     assert strategies.auto_xla(cpu, "resnet", "mixed_bfloat16") is (not native)
