@@ -150,16 +150,16 @@ def cmd_make_tfrecords(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import get_preset
+    from .config import get_preset, locate_sample
 
     config = get_preset(args.preset)
-    photos = args.photos or config.data.photos
-    styles = args.styles or config.data.styles
+    photos = args.photos or locate_sample(config.data.photos)
+    styles = args.styles or locate_sample(config.data.styles)
     check_glob(photos, "--photos")
     check_glob(styles, "--styles")
-    heldout = args.heldout_photos if args.heldout_photos is not None else config.data.heldout_photos
-    if heldout and args.heldout_photos is None and args.photos is not None:
-        heldout = None  # the preset's held-out set belongs to the preset's data
+    heldout = args.heldout_photos
+    if heldout is None and args.photos is None:  # the preset's held-out set, with its data
+        heldout = config.data.heldout_photos and locate_sample(config.data.heldout_photos)
     if heldout:
         check_glob(heldout, "--heldout-photos")
     load_size = None
@@ -204,12 +204,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    sample = Path(args.sample)
+    from .config import SAMPLE_DIR, locate_sample
+
+    sample = Path(args.sample) if args.sample is not None else Path(locate_sample(SAMPLE_DIR))
     for domain in ("photo", "ghibli", "photo_test"):
         if not (sample / domain).is_dir():
             raise InputError(
-                f"sample shards {str(sample / domain)!r} not found: run from the repository root "
-                f"or pass --sample DIR"
+                f"sample shards {str(sample / domain)!r} not found: pass --sample DIR (the "
+                f"{SAMPLE_DIR} folder of a ghibli-keras checkout)"
             )
     check_weights(args.inception_weights)
     _log_to_stderr()
@@ -588,8 +590,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sample",
         type=existing_dir,
-        default=Path("tfrecords/sample"),
-        help="the sample shards (tfrecords/sample)",
+        help="the sample shards (tfrecords/sample, from the working directory or else from "
+        "the checkout ghibli-keras runs from)",
     )
     p.add_argument("--epochs", type=positive_int, help="fewer epochs for a quicker look (8)")
     p.add_argument("--steps-per-epoch", type=positive_int, help="(100)")

@@ -11,14 +11,35 @@ True
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
+from pathlib import Path
 from typing import Optional
 
 from .errors import InputError
 
-SAMPLE_PHOTOS = "tfrecords/sample/photo/*.tfrec"
-SAMPLE_STYLES = "tfrecords/sample/ghibli/*.tfrec"
-SAMPLE_HELDOUT = "tfrecords/sample/photo_test/*.tfrec"
+SAMPLE_DIR = "tfrecords/sample"  # the embedded sample shards, in the source checkout
+SAMPLE_PHOTOS = f"{SAMPLE_DIR}/photo/*.tfrec"
+SAMPLE_STYLES = f"{SAMPLE_DIR}/ghibli/*.tfrec"
+SAMPLE_HELDOUT = f"{SAMPLE_DIR}/photo_test/*.tfrec"
+#: The folder this package was imported from sits in: a source checkout (or editable install).
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def locate_sample(path: str) -> str:
+    """`path` itself, unless it is under `tfrecords/sample` and matches nothing from the working
+    directory: then the same path in the checkout this package runs from, where the sample
+    ships, if it matches there. So the presets' default shards and `ghibli-keras demo` work
+    from any folder, not only the repository's root.
+
+    >>> locate_sample("shards/photo/*.tfrec")  # not the sample: as given
+    'shards/photo/*.tfrec'
+    """
+    under_sample = path == SAMPLE_DIR or path.startswith(SAMPLE_DIR + "/")
+    if not under_sample or glob.glob(path):
+        return path
+    candidate = str(CHECKOUT / path)
+    return candidate if glob.glob(candidate) else path
 
 
 @dataclasses.dataclass(frozen=True)

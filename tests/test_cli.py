@@ -85,3 +85,24 @@ def test_demo_command_writes_pictures_and_scores(tmp_path):
         assert (out / name).is_file(), name
     scores = json.loads((out / "scores.json").read_text())
     assert scores["images"] == 64 and abs(scores["psnr_identity_baseline_db"] - 17.24) < 0.05
+
+
+def test_the_sample_defaults_work_from_any_folder(tmp_path):
+    """`train --preset tiny` and `demo` find the embedded sample from outside the checkout's
+    root: each run here gets past the shard checks to a later argument's error (before
+    TensorFlow); a path that is not the sample's is taken as given."""
+    code = ("import sys, ghibli_keras_cli; rc = ghibli_keras_cli.main(sys.argv[1:]); "
+            "assert 'tensorflow' not in sys.modules; sys.exit(rc)")
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": checkout}  # this checkout, run from another folder
+    for args, message in [
+        (["train", "--preset", "tiny", "--image-size", "30", "--workdir", "wd"], "--image-size"),
+        (["demo", "--inception-weights", "missing.h5"], "--inception-weights"),
+        (["train", "--photos", "shards/*.tfrec", "--workdir", "wd"], "--photos 'shards/*.tfrec'"),
+        (["demo", "--sample", "."], "sample shards 'photo' not found"),
+    ]:
+        result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                                text=True, cwd=tmp_path, env=env)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and "--styles" not in result.stderr, result.stderr
+    assert not (tmp_path / "wd").exists()

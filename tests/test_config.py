@@ -37,3 +37,18 @@ def test_override_and_validation():
         c.override(**{"model.generator": "unet"})
     with pytest.raises(InputError, match="unknown preset 'huge'"):
         get_preset("huge")
+
+
+def test_sample_paths_are_found_from_another_folder(tmp_path, monkeypatch):
+    import glob
+
+    from ghibli_keras.config import SAMPLE_DIR, SAMPLE_PHOTOS, locate_sample
+
+    assert locate_sample(SAMPLE_PHOTOS) == SAMPLE_PHOTOS  # tests run from the checkout's root
+    monkeypatch.chdir(tmp_path)
+    found = locate_sample(SAMPLE_PHOTOS)
+    assert found != SAMPLE_PHOTOS and found.endswith(SAMPLE_PHOTOS) and glob.glob(found)
+    assert locate_sample(SAMPLE_DIR).endswith(SAMPLE_DIR)
+    assert locate_sample(f"{SAMPLE_DIR}/nothing/*.tfrec") == f"{SAMPLE_DIR}/nothing/*.tfrec"
+    (tmp_path / SAMPLE_DIR).mkdir(parents=True)  # a folder of that name here comes first
+    assert locate_sample(SAMPLE_DIR) == SAMPLE_DIR
