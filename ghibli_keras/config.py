@@ -181,9 +181,9 @@ def _tiny() -> Config:
     - XLA and precision `auto`: on a CPU where bf16 is not faster than float32, float32 with
       XLA (2.1x faster steps than without on a 2-core Xeon: 0.57 s against 1.21 s at batch 4);
       on one where it is (AMD's AVX512_BF16, AMX), bf16 without XLA (2-core Zen 5, a real run
-      on the sample shards: a
-      median step of 87 ms, against 85 ms in float32 with XLA, whose compilations made the run
-      longer: 48 s against 64-92 s for 3 epochs; bf16 with XLA 1.2x slower).
+      on the sample shards: a median step of 87 ms, against 85 ms in float32 with XLA, whose
+      compilations made the run longer: 48 s against 64-92 s for 3 epochs; bf16 with XLA 1.2x
+      slower).
     """
     return Config(
         data=DataConfig(image_size=64, load_size=72),

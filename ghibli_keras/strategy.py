@@ -151,8 +151,8 @@ def cpu_bf16_pays(cpuinfo: Optional[str] = None) -> bool:
     FMA at the same rate (a 2-core Zen 5: oneDNN's bf16 convolutions 2.0-3.0x its fp32 ones,
     the paper step 1.6-2.0x). Intel's AVX512_BF16 without AMX (Cooper Lake; Sapphire and
     Emerald Rapids where a VM hides AMX) does no more work a cycle than fp32 FMAs: on a 2-core
-    Emerald Rapids oneDNN's bf16 convolutions ran at 0.6-0.9x, its matrix product at 0.4x and
-    the paper step at 0.58-0.74x of float32's (benchmarks/RESULTS.md)."""
+    Emerald Rapids oneDNN's bf16 convolutions and matrix product ran at 0.52-0.68x of float32's
+    best rate and the paper step at 0.59-0.68x of float32's (benchmarks/RESULTS.md)."""
     vendor, flags = _cpuinfo(cpuinfo)
     return "amx_bf16" in flags or ("avx512_bf16" in flags and vendor == "AuthenticAMD")
 

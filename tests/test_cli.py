@@ -12,6 +12,14 @@ from PIL import Image
 from ghibli_keras import cli, data
 
 
+#: The command line in a fresh interpreter, failing if it imported TensorFlow.
+MAIN_WITHOUT_TENSORFLOW = (
+    "import sys, ghibli_keras_cli; "
+    "rc = ghibli_keras_cli.main(sys.argv[1:]); "
+    "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'; sys.exit(rc)"
+)
+
+
 def _run(*args, **kwargs):
     return subprocess.run(
         [sys.executable, "-m", "ghibli_keras", *args], capture_output=True, text=True, **kwargs
@@ -31,18 +39,14 @@ def test_errors_before_tensorflow_is_imported(tmp_path):
     """Validation runs with only the standard library and Pillow loaded: no TensorFlow import,
     so no TensorFlow log noise, and one line on stderr."""
     (tmp_path / "empty").mkdir()
-    code = (
-        "import sys, ghibli_keras_cli; "
-        "rc = ghibli_keras_cli.main(sys.argv[1:]); "
-        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'; sys.exit(rc)"
-    )
     for args, message in [
         ([str(tmp_path / "missing"), str(tmp_path / "out"), "--prefix", "p"], "does not exist"),
         ([str(tmp_path / "empty"), str(tmp_path / "out"), "--prefix", "p"], "no pictures found"),
         ([str(tmp_path / "empty"), str(tmp_path / "out"), "--prefix", "p", "--size", "-3"], "--size"),
     ]:
         result = subprocess.run(
-            [sys.executable, "-c", code, "make-tfrecords", *args], capture_output=True, text=True
+            [sys.executable, "-c", MAIN_WITHOUT_TENSORFLOW, "make-tfrecords", *args],
+            capture_output=True, text=True,
         )
         assert result.returncode == 2, result.stderr
         assert message in result.stderr
@@ -91,8 +95,6 @@ def test_the_sample_defaults_work_from_any_folder(tmp_path):
     """`train --preset tiny` and `demo` find the embedded sample from outside the checkout's
     root: each run here gets past the shard checks to a later argument's error (before
     TensorFlow); a path that is not the sample's is taken as given."""
-    code = ("import sys, ghibli_keras_cli; rc = ghibli_keras_cli.main(sys.argv[1:]); "
-            "assert 'tensorflow' not in sys.modules; sys.exit(rc)")
     checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": checkout}  # this checkout, run from another folder
     for args, message in [
@@ -101,8 +103,8 @@ def test_the_sample_defaults_work_from_any_folder(tmp_path):
         (["train", "--photos", "shards/*.tfrec", "--workdir", "wd"], "--photos 'shards/*.tfrec'"),
         (["demo", "--sample", "."], "sample shards 'photo' not found"),
     ]:
-        result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
-                                text=True, cwd=tmp_path, env=env)
+        result = subprocess.run([sys.executable, "-c", MAIN_WITHOUT_TENSORFLOW, *args],
+                                capture_output=True, text=True, cwd=tmp_path, env=env)
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and "--styles" not in result.stderr, result.stderr
     assert not (tmp_path / "wd").exists()
