@@ -81,9 +81,9 @@ class InstanceNormalization(layers.GroupNormalization):
     group per channel) with the same weights, config and result, but the statistics taken over
     H and W of the input as it is instead of over Keras' `(B, H, W, C, 1)` reshape, whose
     gradients XLA's CPU backend runs 1.2x slower (benchmarks/RESULTS.md). On TensorFlow
-    without XLA it runs as TensorFlow's fused batch normalisation of the images stacked as
-    the channels of one (epsilon then at least 1.001e-5): a norm's forward and gradients
-    2.3x (float32) to 4-5.6x (bfloat16) faster on a CPU at batch 1.
+    without XLA it runs as TensorFlow's fused batch normalisation of each image alone
+    (epsilon then at least 1.001e-5): a norm's forward and gradients 2.3x (float32) to
+    4-5.6x (bfloat16) faster on a CPU at batch 1.
 
     Args:
         epsilon: added to the variance (1e-5, PyTorch's `InstanceNorm2d` default).
@@ -146,24 +146,47 @@ class InstanceNormalization(layers.GroupNormalization):
 
     def _fused(self, x):
         """TensorFlow's fused batch normalisation (one kernel forward, one for the gradients;
-        statistics in float32) over the images as the channels of one: `(B, H, W, C) -> (1, H,
-        W, B·C)`. It raises epsilon to at least 1.001e-5."""
+        statistics in float32) of each image alone, which is its instance normalisation: the
+        images split apart where the batch is known when traced, else one at a time in a
+        `tf.while_loop`. On a 2-core CPU in float32 that ran 1.37-1.6x (split) and 1.15-1.44x
+        (loop) as fast as one batch normalisation of the images stacked as the channels of one
+        image, whose two transposes cost as much as the norm. It raises epsilon to at least
+        1.001e-5."""
         import tensorflow as tf
 
         x = tf.cast(x, self.compute_dtype)
         channels = x.shape[-1]
-        b, h, w = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
-        one = x.shape[0] == 1
-        stacked = x if one else tf.reshape(tf.transpose(x, (1, 2, 0, 3)), (1, h, w, b * channels))
         scale = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels])
         offset = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels])
-        if not one:
-            scale, offset = tf.tile(scale, [b]), tf.tile(offset, [b])
-        y, _, _ = tf.compat.v1.nn.fused_batch_norm(stacked, scale, offset, epsilon=self.epsilon,
-                                                   is_training=True)
-        if one:
+
+        def normalise(image):  # (1, H, W, C)
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(image, scale, offset, epsilon=self.epsilon,
+                                                       is_training=True)
             return y
-        return tf.transpose(tf.reshape(y, (h, w, b, channels)), (2, 0, 1, 3))  # (B, H, W, C)
+
+        batch = x.shape[0]
+        if batch == 1:
+            return normalise(x)
+        if batch is not None:
+            return tf.concat([normalise(image) for image in tf.split(x, batch)], axis=0)
+        return _each_image(normalise, x)
+
+
+def _each_image(fn, x):
+    """`fn` of each `(1, H, W, C)` image of `x` `(B, H, W, C)`, B unknown until run time, one
+    after the other (each `fn` uses every core), stacked back (TensorFlow)."""
+    import tensorflow as tf
+
+    count = tf.shape(x)[0]
+    images = tf.TensorArray(x.dtype, size=count, infer_shape=False)
+
+    def body(i, images):
+        return i + 1, images.write(i, fn(x[i:i + 1])[0])  # x[i:i+1]: a view of x
+
+    _, images = tf.while_loop(lambda i, _: i < count, body, (0, images), parallel_iterations=1)
+    y = images.stack()
+    y.set_shape(x.shape)
+    return y
 
 
 def instance_norm(name: str, affine: bool = False, epsilon: float = 1e-5) -> layers.Layer:
@@ -335,9 +358,10 @@ class NarrowConv2D(_FixedConv2D):
     Under XLA (`jit_compile=True`) it runs as a `1 x kw` convolution to `kh * filters`
     channels followed by the sum of `kh` row-shifted slices of that result — XLA's CPU
     backend runs a convolution to 3 channels at a tenth of its peak, and this form 4.5x (forward)
-    and 2.8x (forward and gradients) faster (benchmarks/RESULTS.md); so too in bfloat16 on a
-    CPU without XLA, where oneDNN ran it 1.7x (forward and gradients) to 1.9x (forward)
-    faster than its own bf16 convolution to 3 channels; elsewhere as `Conv2D`.
+    and 2.8x (forward and gradients) faster (benchmarks/RESULTS.md); so too on a CPU without
+    XLA, where oneDNN ran it faster than its own convolution to 3 channels: in bfloat16 1.7x
+    (forward and gradients) to 1.9x (forward), in float32 1.5x and 2.3-2.4x; on a GPU
+    without XLA as `Conv2D`.
 
     Args:
         filters: output channels.
@@ -353,7 +377,7 @@ class NarrowConv2D(_FixedConv2D):
     """
 
     def call(self, x):  # (B, H, W, C)
-        if in_xla_context() or (self.compute_dtype == "bfloat16" and not on_gpu()):
+        if in_xla_context() or not on_gpu():
             return self._finish(self._row_split_conv(x))
         return super().call(x)
 

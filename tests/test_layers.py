@@ -124,8 +124,9 @@ def spy(monkeypatch, cls, name):
 
 
 @pytest.mark.parametrize("policy, gpu, form", [
-    ("mixed_bfloat16", False, True), ("mixed_bfloat16", True, False), ("float32", False, False)])
-def test_narrow_conv_without_xla_uses_its_form_in_bf16_on_a_cpu(policy, gpu, form, monkeypatch):
+    ("mixed_bfloat16", False, True), ("mixed_bfloat16", True, False), ("float32", False, True),
+    ("float32", True, False)])
+def test_narrow_conv_without_xla_uses_its_form_on_a_cpu(policy, gpu, form, monkeypatch):
     x = np.random.default_rng(7).normal(size=(2, 12, 10, 8)).astype("float32")
     narrow = NarrowConv2D(3, 5, bias_initializer="random_normal", dtype=policy)
     reference = keras.layers.Conv2D(3, 5, dtype=policy)
@@ -271,7 +272,7 @@ def test_reflection_padding_is_numpy_reflect(padding, shape, jit_compile, gpu, m
 @pytest.mark.parametrize("batch", [1, 2])
 def test_instance_norm_is_group_norm_with_a_group_per_channel(affine, jit_compile, gpu, batch,
                                                              monkeypatch):
-    """Eager: TensorFlow's fused batch norm (batch 1, or the images stacked as channels); XLA:
+    """Eager: TensorFlow's fused batch norm of each image (batch 2: split apart); XLA:
     moments over H and W (on a GPU the variance as E[x²] - E[x]²)."""
     monkeypatch.setattr(gk_layers, "on_gpu", lambda: gpu)
     x = np.random.default_rng(4).normal(2.0, 3.0, size=(batch, 7, 5, 6)).astype("float32")
@@ -287,6 +288,35 @@ def test_instance_norm_is_group_norm_with_a_group_per_channel(affine, jit_compil
     assert_same(got, want)
     if not affine:
         np.testing.assert_allclose(np.std(got[0], axis=(1, 2)), 1.0, atol=1e-3)
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_instance_norm_of_an_unknown_batch_is_group_norm(affine, monkeypatch):
+    """Batch unknown when traced (as translate and the SavedModel trace it): the fused norm
+    image after image in a while loop, outputs and gradients as GroupNormalization's."""
+    loops = []
+    each_image = gk_layers._each_image
+    monkeypatch.setattr(gk_layers, "_each_image", lambda *a: loops.append(1) or each_image(*a))
+    x = np.random.default_rng(6).normal(-1.0, 2.0, size=(3, 6, 5, 4)).astype("float32")
+    init = dict(gamma_initializer="random_normal", beta_initializer="random_normal")
+    norm = InstanceNormalization(center=affine, scale=affine, **init)
+    reference = keras.layers.GroupNormalization(groups=-1, epsilon=1e-5, center=affine, scale=affine)
+    norm.build(x.shape)
+    reference.build(x.shape)
+    reference.set_weights(norm.get_weights())
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 6, 5, 4], tf.float32)])
+    def run(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = norm(x)
+            loss = tf.reduce_sum(tf.sin(y) * y)
+        assert y.shape.as_list() == [None, 6, 5, 4]
+        return y, tape.gradient(loss, [x, *norm.trainable_variables])
+
+    got = run(tf.constant(x))
+    assert loops == [1]
+    assert_same(got, outputs_and_gradients(reference, reference.trainable_variables, x, False))
 
 
 def test_instance_norm_with_unknown_sizes():
