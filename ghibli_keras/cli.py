@@ -496,8 +496,8 @@ def _add_translation_options(p: argparse.ArgumentParser) -> None:
     """--xla and --mixed-precision of the commands that translate with a generator (see
     inference.translation_xla and inference.translation_policy)."""
     p.add_argument("--xla", choices=XLA_CHOICES, default="auto",
-                   help="XLA-compile the generator (auto: on for float32 ResNet generators and "
-                   "on GPU/TPU, off for the U-Net and for bf16 on a CPU)")
+                   help="XLA-compile the generator (auto: on GPU/TPU; on a CPU off where it has "
+                   "bf16 instructions, else on for float32 ResNet generators, off for the U-Net)")
     p.add_argument("--mixed-precision", choices=TRANSLATION_PRECISIONS, default="auto",
                    help="compute in bfloat16 (auto: where the CPU/GPU/TPU computes it faster than "
                    "float32: about 2x on a CPU with AMX or AMD's AVX512_BF16) or float32 (off); "

@@ -79,22 +79,27 @@ def pad_run_crop(fn: Callable, images_: tf.Tensor, multiple: int) -> tf.Tensor:
 
 
 def translation_xla(choice: str, generator: keras.Model) -> bool:
-    """Whether to XLA-compile `generator` for translation. `on`/`off` as said; `auto` as
-    training's `--xla auto` (`strategy.auto_xla`, given the generator's own dtype policy): on
-    for GPUs and TPUs and, on a CPU, for float32 ResNet generators (their UpConv2D and
-    NarrowConv2D layers run faster forms under XLA: the paper generator's forward pass at
-    256x256, batch 4, 1.31x as fast as without XLA on a 2-core x86 CPU,
-    benchmarks/xla_forms.py); off for the U-Net (a generator with skip concatenations), which
-    XLA slows down on a CPU, and for a bf16 generator on a CPU with bf16 instructions."""
-    from .strategy import auto_xla
+    """Whether to XLA-compile `generator` for translation. `on`/`off` as said; `auto`: on for
+    GPUs and TPUs; on a CPU with bf16 instructions (AVX512_BF16, AMX) off, whatever the
+    generator's precision: oneDNN's kernels translated faster than XLA's there (float32 on a
+    2-core Emerald Rapids, images/s without XLA against with it: the paper generator 1.16x
+    at 256x256, 1.07x at 1024x1024, the tiny one 1.15x and 1.39x; on a 2-core Zen 5 1.19x
+    and 1.07x); on other CPUs as training's `--xla auto` (`strategy.auto_xla`, given the
+    generator's own dtype policy): on for ResNet generators (the paper generator 1.3x faster
+    with XLA on a 2-core Xeon without bf16 instructions), off for the U-Net, which XLA slows
+    down on a CPU (benchmarks/RESULTS.md)."""
+    from .strategy import auto_xla, cpu_has_bf16, device_kind
 
     if choice not in XLA_CHOICES:
         raise InputError(f"xla must be one of {XLA_CHOICES}, got {choice!r}")
     if choice != "auto":
         return choice == "on"
+    strategy = tf.distribute.get_strategy()
     unet = any(isinstance(layer, keras.layers.Concatenate) for layer in generator.layers)
-    on = auto_xla(tf.distribute.get_strategy(), "unet" if unet else "resnet",
-                  generator_policy(generator))
+    if device_kind(strategy) == "cpu" and cpu_has_bf16():
+        on = False
+    else:
+        on = auto_xla(strategy, "unet" if unet else "resnet", generator_policy(generator))
     log.info("XLA for %s: %s (auto)", generator.name, "on" if on else "off")
     return on
 

@@ -140,11 +140,17 @@ def test_xla_choice_for_translation(monkeypatch):
     finally:
         keras.config.set_dtype_policy(policy)
     monkeypatch.setattr(strategies, "cpu_has_bf16", lambda cpuinfo=None: True)
-    assert inference.translation_xla("auto", resnet) is True  # this machine is a CPU
-    assert inference.translation_xla("auto", resnet_bf16) is False  # oneDNN's native bf16
+    # this machine is a CPU: with bf16 instructions, oneDNN's kernels in either precision
+    assert inference.translation_xla("auto", resnet) is False
+    assert inference.translation_xla("auto", resnet_bf16) is False
     monkeypatch.setattr(strategies, "cpu_has_bf16", lambda cpuinfo=None: False)
+    assert inference.translation_xla("auto", resnet) is True
     assert inference.translation_xla("auto", resnet_bf16) is True
     assert inference.translation_xla("auto", unet_like) is False
+    monkeypatch.setattr(strategies, "device_kind", lambda strategy: "gpu")
+    monkeypatch.setattr(strategies, "cpu_has_bf16", lambda cpuinfo=None: True)  # the host's CPU
+    assert inference.translation_xla("auto", resnet) is True
+    assert inference.translation_xla("auto", unet_like) is True
     assert inference.translation_xla("on", unet_like) is True
     assert inference.translation_xla("off", resnet) is False
     with pytest.raises(InputError, match="xla must be one of .* got 'yes'"):
