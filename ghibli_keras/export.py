@@ -7,7 +7,8 @@ The SavedModel, written with `keras.export.ExportArchive` straight into DIR, has
                    takes inputs as {"b64": ...} and returns outputs named *_bytes base64-encoded.
                    Sizes the network cannot take are reflect-padded at the bottom and right and
                    cropped back; malformed bytes and pictures over `max_pixels` are refused with
-                   INVALID_ARGUMENT.
+                   INVALID_ARGUMENT. A request's pictures of one size (from their headers)
+                   go through the network together, up to `inference.BATCH_PIXELS` a pass.
   translate        images: float32 (N, H, W, 3) in [-1, 1]  ->  float32 (N, H, W, 3), any H, W.
 
 Beside it: `generator.keras` (the generator as a Keras file), TF Serving warm-up requests in
@@ -27,28 +28,32 @@ import tensorflow as tf
 
 from .errors import InputError
 from .images import JPEG_QUALITY
-from .inference import pad_run_crop
+from .inference import BATCH_PIXELS, pad_run_crop
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
 WARMUP_SIZES = ((256, 256), (512, 768))  # (H, W) of the warm-up pictures
 WARMUP_FILE = "tf_serving_warmup_requests"
 
 
-def _header_pixels(data: tf.Tensor) -> tf.Tensor:
-    """Width × height from a JPEG's or PNG's header, before any pixel is decoded (int64); 0
-    for other formats, which are checked after decoding."""
+def _header_shape(data: tf.Tensor) -> tf.Tensor:
+    """(height, width) from a JPEG's or PNG's header, before any pixel is decoded (int64,
+    shape (2,)); zeros for other formats, which are checked after decoding."""
     is_png = tf.strings.substr(data, 0, 8) == b"\x89PNG\r\n\x1a\n"
     is_jpeg = tf.strings.substr(data, 0, 2) == b"\xff\xd8"
 
-    def png():
+    def png():  # IHDR: width, then height, big-endian
         size = tf.io.decode_raw(tf.strings.substr(data, 16, 8), tf.int32, little_endian=False)
-        return tf.cast(size[0], tf.int64) * tf.cast(size[1], tf.int64)
+        return tf.cast(tf.stack([size[1], size[0]]), tf.int64)
 
     def jpeg():
-        shape = tf.cast(tf.io.extract_jpeg_shape(data), tf.int64)
-        return shape[0] * shape[1]
+        return tf.cast(tf.io.extract_jpeg_shape(data)[:2], tf.int64)
 
-    return tf.case([(is_png, png), (is_jpeg, jpeg)], default=lambda: tf.constant(0, tf.int64))
+    return tf.case([(is_png, png), (is_jpeg, jpeg)], default=lambda: tf.zeros([2], tf.int64))
+
+
+def _header_pixels(data: tf.Tensor) -> tf.Tensor:
+    """Width × height from a JPEG's or PNG's header (int64); 0 for other formats."""
+    return tf.reduce_prod(_header_shape(data))
 
 
 def make_endpoints(generator: keras.Model, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -64,7 +69,7 @@ def make_endpoints(generator: keras.Model, max_pixels: int = DEFAULT_MAX_PIXELS,
     def translate(images):  # (N, H, W, 3) in [-1, 1]
         return pad_run_crop(network, images, multiple)
 
-    def one(data):  # scalar string -> scalar string
+    def decode(data):  # scalar string -> (H, W, 3) uint8
         pixels = _header_pixels(data)
         check = tf.debugging.assert_less_equal(
             pixels, tf.constant(max_pixels, tf.int64),
@@ -76,15 +81,43 @@ def make_endpoints(generator: keras.Model, max_pixels: int = DEFAULT_MAX_PIXELS,
             shape[0] * shape[1], tf.constant(max_pixels, tf.int64),
             message=f"picture has more pixels than the limit of {max_pixels}")
         with tf.control_dependencies([check]):
-            x = tf.cast(image, tf.float32)[None] / 127.5 - 1.0  # (1, H, W, 3)
-        y = translate(x)[0]
+            return tf.identity(image)
+
+    def run(images):  # (N, H, W, 3) uint8 -> (N,) JPEG strings
+        y = translate(tf.cast(images, tf.float32) / 127.5 - 1.0)
         y = tf.cast(tf.round((tf.clip_by_value(y, -1.0, 1.0) + 1.0) * 127.5), tf.uint8)
-        return tf.io.encode_jpeg(y, quality=JPEG_QUALITY)
+        return tf.map_fn(lambda image: tf.io.encode_jpeg(image, quality=JPEG_QUALITY), y,
+                         fn_output_signature=tf.string)
+
+    def one_by_one(image_bytes):
+        return tf.map_fn(lambda data: run(decode(data)[None])[0], image_bytes,
+                         fn_output_signature=tf.string)
+
+    def together(image_bytes, height, width):  # pictures of one size: BATCH_PIXELS a pass
+        count = tf.size(image_bytes)
+        chunk = tf.maximum(tf.cast(BATCH_PIXELS // (height * width), tf.int32), 1)
+        parts = tf.TensorArray(tf.string, size=(count + chunk - 1) // chunk, infer_shape=False)
+
+        def body(i, parts):
+            part = image_bytes[i * chunk:(i + 1) * chunk]
+            images = tf.map_fn(decode, part, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+            return i + 1, parts.write(i, run(images))
+
+        _, parts = tf.while_loop(lambda i, _: i < parts.size(), body, (0, parts))
+        return parts.concat()
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve(image_bytes):
-        out = tf.map_fn(one, image_bytes, fn_output_signature=tf.string)
-        return {"image_bytes": out}
+        # A request of pictures whose headers give one size runs them through the network
+        # together, as translate batches them; any other, one picture at a time.
+        shapes = tf.map_fn(_header_shape, image_bytes,
+                           fn_output_signature=tf.TensorSpec([2], tf.int64))  # (N, 2)
+        first = shapes[:1]  # (1, 2); (0, 2) for an empty request
+        same = tf.logical_and(tf.size(image_bytes) > 1, tf.reduce_all(shapes == first))
+        same = tf.logical_and(same, tf.reduce_all(first > 0))
+        out = tf.cond(same, lambda: together(image_bytes, first[0, 0], first[0, 1]),
+                      lambda: one_by_one(image_bytes))
+        return {"image_bytes": tf.ensure_shape(out, [None])}
 
     return translate, serve
 

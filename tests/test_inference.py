@@ -279,6 +279,40 @@ def test_bad_bytes_and_too_many_pixels_are_invalid_argument(exported, trained_wo
     serve_small(image_bytes=tf.constant([_jpeg(big[:20])]))  # 800 pixels pass
 
 
+def test_a_request_of_one_size_runs_through_the_network_together(trained_workdir, rng,
+                                                                 monkeypatch):
+    """serving_default: pictures whose headers give one size go through the network in
+    batches of up to BATCH_PIXELS pixels, with the bytes a picture alone gets; mixed sizes,
+    one picture at a time."""
+    generator = keras.models.load_model(trained_workdir / "model.keras", compile=False).generator_g
+    seen, real = [], export.pad_run_crop  # the batch sizes the network runs on
+
+    def counting(fn, images, multiple):
+        n = tf.numpy_function(lambda n: seen.append(int(n)) or n, [tf.shape(images)[0]], tf.int32)
+        with tf.control_dependencies([n]):
+            return real(fn, tf.identity(images), multiple)
+
+    monkeypatch.setattr(export, "pad_run_crop", counting)
+    monkeypatch.setattr(export, "BATCH_PIXELS", 2 * 20 * 28)  # two pictures a pass
+    _, serve = export.make_endpoints(generator, max_pixels=1000)
+    pictures = [smooth_image(rng, 20, 28) for _ in range(5)]
+    requests = [_jpeg(p) for p in pictures[:4]] + [tf.io.encode_png(pictures[4]).numpy()]
+    alone = [serve(tf.constant([r]))["image_bytes"][0].numpy() for r in requests]
+    assert seen == [1] * 5
+    seen.clear()
+    together = serve(tf.constant(requests))["image_bytes"].numpy()
+    assert seen == [2, 2, 1] and list(together) == alone
+    seen.clear()
+    mixed = [requests[0], _jpeg(smooth_image(rng, 12, 16)), requests[1]]
+    answers = serve(tf.constant(mixed))["image_bytes"].numpy()
+    assert seen == [1, 1, 1]
+    assert [tf.io.decode_jpeg(a).shape[:2] for a in answers] == [(20, 28), (12, 16), (20, 28)]
+    assert serve(tf.constant([], tf.string))["image_bytes"].shape == (0,)
+    big = _jpeg(np.zeros((40, 40, 3), np.uint8))  # 1600 pixels
+    with pytest.raises(tf.errors.InvalidArgumentError, match="more pixels than the limit"):
+        serve(tf.constant([big, big]))
+
+
 def test_export_folder_contents_and_refusals(exported, trained_workdir, capsys):
     for name in ("saved_model.pb", "generator.keras", "README.md",
                  "assets.extra/tf_serving_warmup_requests"):
