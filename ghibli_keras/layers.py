@@ -394,19 +394,31 @@ class NarrowConv2D(_FixedConv2D):
 @keras.saving.register_keras_serializable(package="ghibli_keras")
 class TapGradConv2D(_FixedConv2D):
     """A stride-1, valid `Conv2D` between many channels, like the generator's residual 3x3
-    convolutions: the same weights, arguments and result as `Conv2D`.
+    convolutions: the same weights, arguments and result as `Conv2D`. On TensorFlow on a CPU
+    without XLA (oneDNN's convolutions) it takes two forms where they pay:
 
-    When training in bfloat16 on a CPU, on TensorFlow without XLA, and `C * filters` is at
-    least `MIN_CHANNEL_PRODUCT`, its kernel gradient is computed tap by tap: for kernel tap
-    (i, j), the input flattened to `(B·H·W, C)` from row `i·W + j` on, transposed, times the
-    output gradient zero-padded to the input's H and W and flattened alike — `kh·kw` matrix
-    products of row slices that TensorFlow takes without a copy. oneDNN's bf16 matrix product
-    runs at its convolutions' forward rate, its bf16 kernel gradient only at the fp32 rate:
-    alone 1.23-1.32x faster so at 256 channels and more, 0.9-1.03x at 64-128 channels, and not
-    faster in float32; the paper generator's training pass (batch 1) 1.06-1.11x, the paper step
-    1.04-1.06x, its peak memory +0.1-0.35 GiB on a Zen 5 CPU (benchmarks/RESULTS.md). The forward
-    pass and the input's gradient stay oneDNN's convolutions; elsewhere, and in inference, it
-    is `Conv2D`.
+    - **Row strips** when the batch is smaller than the threads running an operation
+      (`intra_op_threads()`): the input is cut into `ceil(threads / B)` strips of output rows
+      (each with its `kh - 1` rows of halo) stacked along the batch, so oneDNN, which shares a
+      convolution's work out by image, keeps every thread busy. At batch 1 on 2 threads, 256
+      channels, float32: alone 1.2x (64x64), 1.23x (128x128), 1.44x (256x256) as fast; the
+      paper generator's forward pass at 1024x1024 1.18x, at 256x256 1.17x, its training pass
+      at batch 1 1.07x; where the batch fills the threads it would be slower (the gather's
+      copy), so it is not taken; in bfloat16 as fast either way on an Emerald Rapids CPU.
+      The gradients stay oneDNN's (as fast at batch 1) on the whole input. With the batch
+      or the height unknown while tracing (as `translate` and the SavedModel trace), both
+      forms are in the graph and the shape picks one.
+    - **The kernel gradient tap by tap** when training in bfloat16 and `C * filters` is at
+      least `MIN_CHANNEL_PRODUCT`: for kernel tap (i, j), the input flattened to
+      `(B·H·W, C)` from row `i·W + j` on, transposed, times the output gradient zero-padded
+      to the input's H and W and flattened alike — `kh·kw` matrix products of row slices
+      that TensorFlow takes without a copy. oneDNN's bf16 matrix product runs at its
+      convolutions' forward rate, its bf16 kernel gradient only at the fp32 rate: alone
+      1.23-1.32x faster so at 256 channels and more, 0.9-1.03x at 64-128 channels, and not
+      faster in float32; the paper generator's training pass (batch 1) 1.06-1.11x, the paper
+      step 1.04-1.06x, its peak memory +0.1-0.35 GiB on a Zen 5 CPU (benchmarks/RESULTS.md).
+
+    Elsewhere (XLA, a GPU, other backends) it is `Conv2D`.
 
     Args:
         filters: output channels.
@@ -424,16 +436,57 @@ class TapGradConv2D(_FixedConv2D):
     MIN_CHANNEL_PRODUCT = 256 * 256
 
     def call(self, x, training=False):  # (B, H, W, C)
-        if training and self._taps_pay(x):
-            return self._tap_grad_conv(x)
-        return super().call(x)
+        if keras.backend.backend() != "tensorflow" or in_xla_context() or on_gpu():
+            return super().call(x)
+        taps = training and self._taps_pay(x)
+        strips, use_strips = self._strips(x)
+        if not taps and use_strips is False:
+            return super().call(x)
+        if not training:  # the bias inside, where oneDNN adds it as it writes the output
+            y = self._forward(x, ops.convert_to_tensor(self.kernel), strips, use_strips,
+                              ops.convert_to_tensor(self.bias) if self.use_bias else None)
+            return self.activation(y) if self.activation is not None else y
+        return self._finish(self._onednn_conv(x, taps, strips, use_strips))
 
     def _taps_pay(self, x) -> bool:
-        return (keras.backend.backend() == "tensorflow" and self.compute_dtype == "bfloat16"
-                and x.shape[-1] * self.filters >= self.MIN_CHANNEL_PRODUCT
-                and not in_xla_context() and not on_gpu())
+        return (self.compute_dtype == "bfloat16"
+                and x.shape[-1] * self.filters >= self.MIN_CHANNEL_PRODUCT)
 
-    def _tap_grad_conv(self, x):
+    def _strips(self, x):
+        """`(n, use)`: the strips of rows for `x`, and whether to cut it into them — a bool
+        where `x`'s batch and height are known, else a scalar bool tensor."""
+        import tensorflow as tf
+
+        threads = intra_op_threads()
+        b, h = x.shape[0], x.shape[1]
+        if threads < 2 or (b is not None and b >= threads):
+            return 1, False
+        n = -(-threads // b) if b is not None else threads
+        kh = self.kernel_size[0]
+        if b is not None and h is not None:
+            rows = h - kh + 1
+            return n, rows % n == 0 and rows // n >= kh
+        shape = tf.shape(x)
+        rows = shape[1] - kh + 1
+        return n, (shape[0] < threads) & (rows % n == 0) & (rows // n >= kh)
+
+    @staticmethod
+    def _forward(x, kernel, strips: int, use_strips, bias=None):
+        """The convolution (plus `bias`), in strips where `use_strips` (a bool or a bool tensor)."""
+        import tensorflow as tf
+
+        def plain():
+            y = tf.nn.conv2d(x, kernel, strides=1, padding="VALID")
+            return y if bias is None else tf.nn.bias_add(y, bias)
+
+        if use_strips is False:
+            return plain()
+        if use_strips is True:
+            return strip_conv(x, kernel, strips, bias)
+        return tf.cond(use_strips, lambda: strip_conv(x, kernel, strips, bias), plain)
+
+    def _onednn_conv(self, x, taps: bool, strips: int, use_strips):
+        """The convolution with oneDNN's gradients, or the kernel's tap by tap (`taps`)."""
         import tensorflow as tf
 
         kh, kw = self.kernel_size
@@ -444,11 +497,53 @@ class TapGradConv2D(_FixedConv2D):
                 dx = tf.raw_ops.Conv2DBackpropInput(
                     input_sizes=tf.shape(x), filter=kernel, out_backprop=dy,
                     strides=[1, 1, 1, 1], padding="VALID")
-                return dx, tap_kernel_gradient(x, dy, kh, kw)
+                if taps:
+                    return dx, tap_kernel_gradient(x, dy, kh, kw)
+                return dx, tf.raw_ops.Conv2DBackpropFilter(
+                    input=x, filter_sizes=tf.shape(kernel), out_backprop=dy,
+                    strides=[1, 1, 1, 1], padding="VALID")
 
-            return tf.nn.conv2d(x, kernel, strides=1, padding="VALID"), grad
+            return self._forward(x, kernel, strips, use_strips), grad
 
-        return self._finish(conv(x, tf.convert_to_tensor(self.kernel)))
+        return conv(x, tf.convert_to_tensor(self.kernel))
+
+
+def intra_op_threads() -> int:
+    """The threads TensorFlow runs one operation on: its intra-op setting, else the CPUs this
+    process may use."""
+    import os
+
+    import tensorflow as tf
+
+    threads = tf.config.threading.get_intra_op_parallelism_threads()
+    if threads:
+        return threads
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def strip_conv(x, kernel, n: int, bias=None):
+    """`tf.nn.conv2d(x, kernel, 1, "VALID")` (plus `bias`) of `x` `(B, H, W, C)` as one
+    convolution of its `n` strips of output rows (`(H - kh + 1) / n` each, a whole number)
+    gathered image by image along the batch: `(B·n, rows + kh - 1, W, C)`, one copy; the
+    result, `(B·n, rows, W', F)`, is `(B, H - kh + 1, W', F)` reshaped, without a copy
+    (TensorFlow)."""
+    import tensorflow as tf
+
+    kh, kw, c, f = kernel.shape
+    shape = tf.shape(x)
+    dim = lambda i: x.shape[i] if x.shape[i] is not None else shape[i]  # noqa: E731
+    b, w = dim(0), dim(2)
+    rows = (dim(1) - kh + 1) // n
+    starts = tf.range(n) * rows  # each strip's first input row
+    index = tf.reshape(starts[:, None] + tf.range(rows + kh - 1)[None, :], [-1])  # (n·(rows+kh-1),)
+    strips = tf.reshape(tf.gather(x, index, axis=1), [b * n, rows + kh - 1, w, c])
+    y = tf.nn.conv2d(strips, kernel, strides=1, padding="VALID")  # (B·n, rows, W-kw+1, F)
+    if bias is not None:
+        y = tf.nn.bias_add(y, bias)
+    return tf.reshape(y, [b, n * rows, w - kw + 1, f])
 
 
 def tap_kernel_gradient(x, dy, kh: int, kw: int):

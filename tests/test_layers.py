@@ -112,11 +112,11 @@ def test_narrow_conv_is_conv2d(kernel, activation, jit_compile):
 
 
 def spy(monkeypatch, cls, name):
-    """Counts the calls of `cls.name` (while tracing) in the returned list."""
+    """Records the arguments of each call of `cls.name` (while tracing) in the returned list."""
     calls, real = [], getattr(cls, name)
 
     def counted(self, *args):
-        calls.append(1)
+        calls.append(args)
         return real(self, *args)
 
     monkeypatch.setattr(cls, name, counted)
@@ -188,7 +188,8 @@ def test_tap_kernel_gradient_of_known_shapes_traces_no_shape_arithmetic():
 ])
 def test_tap_grad_conv_is_conv2d(policy, training, jit_compile, gpu, small, form, monkeypatch):
     """The tap-by-tap kernel gradient runs exactly when training in bf16 on a CPU without XLA
-    with enough channels (`small`: the threshold lowered to these test's 8 x 6)."""
+    with enough channels (`small`: the threshold lowered to these test's 8 x 6); one thread, so
+    no strips."""
     x = np.random.default_rng(9).normal(size=(2, 11, 9, 8)).astype("float32")
     conv = TapGradConv2D(6, 3, activation="relu", bias_initializer="random_normal", dtype=policy)
     reference = keras.layers.Conv2D(6, 3, activation="relu", dtype=policy)
@@ -198,7 +199,8 @@ def test_tap_grad_conv_is_conv2d(policy, training, jit_compile, gpu, small, form
     if small:
         monkeypatch.setattr(TapGradConv2D, "MIN_CHANNEL_PRODUCT", 8 * 6)
     monkeypatch.setattr(gk_layers, "on_gpu", lambda: gpu)
-    calls = spy(monkeypatch, TapGradConv2D, "_tap_grad_conv")
+    monkeypatch.setattr(gk_layers, "intra_op_threads", lambda: 1)
+    calls = spy(monkeypatch, TapGradConv2D, "_onednn_conv")
     got = outputs_and_gradients(lambda v: conv(v, training=training), conv.trainable_variables, x,
                                 jit_compile)
     want = outputs_and_gradients(reference, reference.trainable_variables, x, jit_compile=False)
@@ -210,6 +212,63 @@ def test_tap_grad_conv_is_conv2d(policy, training, jit_compile, gpu, small, form
     for a, b, tolerance in zip([y, *grads], [y_ref, *grads_ref], tolerances, strict=True):
         a, b = tf.cast(a, tf.float32), tf.cast(b, tf.float32)
         np.testing.assert_allclose(a, b, atol=tolerance * max(float(tf.reduce_max(tf.abs(b))), 1.0))
+
+
+@pytest.mark.parametrize("shape, kernel, n", [
+    ((1, 10, 7, 4), (3, 3), 2), ((2, 11, 9, 3), (4, 2), 2), ((1, 9, 6, 2), (3, 1), 7),
+    ((3, 5, 5, 2), (1, 1), 5)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_strip_conv_is_conv2d(shape, kernel, n, bias):
+    """Batches of one and more, non-square kernels, a strip per output row; shapes known
+    (eagerly) and unknown while tracing."""
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=shape).astype("float32")
+    k = rng.normal(size=(*kernel, shape[3], 5)).astype("float32")
+    b = rng.normal(size=(5,)).astype("float32") if bias else None
+    want = tf.nn.conv2d(x, k, 1, "VALID") + (0 if b is None else b)
+    spec = [tf.TensorSpec([None, None, None, shape[3]])]
+    traced = tf.function(lambda v: gk_layers.strip_conv(v, tf.constant(k), n, b), input_signature=spec)
+    for got in (gk_layers.strip_conv(tf.constant(x), tf.constant(k), n, b), traced(x)):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("threads, shape, n, strips", [
+    (2, (1, 10, 7, 4), 2, True),  # 8 output rows: 2 strips of 4
+    (4, (2, 10, 7, 4), 2, True),  # 2 images on 4 threads: 2 strips each
+    (2, (2, 10, 7, 4), 1, False),  # as many images as threads
+    (2, (1, 9, 7, 4), 2, False),  # 7 output rows: no whole strips
+    (2, (1, 6, 7, 4), 2, False),  # strips of 2 rows, fewer than the kernel's 3
+    (1, (1, 10, 7, 4), 1, False)])
+@pytest.mark.parametrize("policy, training", [
+    ("float32", False), ("float32", True), ("mixed_bfloat16", True)])
+def test_tap_grad_conv_cuts_a_small_batch_into_strips(threads, shape, n, strips, policy, training,
+                                                      monkeypatch):
+    """Row strips exactly when the batch is smaller than the threads and the output rows part
+    into whole strips of at least kh rows; Conv2D's outputs and gradients either way, with
+    shapes known and (both forms in the graph) unknown while tracing."""
+    x = np.random.default_rng(11).normal(size=shape).astype("float32")
+    conv = TapGradConv2D(6, 3, activation="relu", bias_initializer="random_normal", dtype=policy)
+    reference = keras.layers.Conv2D(6, 3, activation="relu", dtype=policy)
+    conv.build(x.shape)
+    reference.build(x.shape)
+    reference.set_weights(conv.get_weights())
+    monkeypatch.setattr(gk_layers, "on_gpu", lambda: False)
+    monkeypatch.setattr(gk_layers, "intra_op_threads", lambda: threads)
+    monkeypatch.setattr(TapGradConv2D, "MIN_CHANNEL_PRODUCT", 4 * 6)  # taps too in bf16
+    assert conv._strips(tf.constant(x)) == (n, strips)
+    strip_calls = []
+    real_strip_conv = gk_layers.strip_conv
+    monkeypatch.setattr(gk_layers, "strip_conv", lambda *a: strip_calls.append(a) or real_strip_conv(*a))
+    got = outputs_and_gradients(lambda v: conv(v, training=training), conv.trainable_variables, x,
+                                jit_compile=False)
+    want = outputs_and_gradients(reference, reference.trainable_variables, x, jit_compile=False)
+    assert bool(strip_calls) == strips
+    tolerance = 2e-2 if policy == "mixed_bfloat16" else 1e-5
+    assert_same(got, want, rtol=tolerance)
+    spec = [tf.TensorSpec([None, None, None, shape[3]])]
+    unknown = tf.function(lambda v: conv(v, training=training), input_signature=spec)
+    np.testing.assert_allclose(tf.cast(unknown(x), tf.float32), tf.cast(got[0], tf.float32),
+                               atol=tolerance * max(float(tf.reduce_max(tf.abs(got[0]))), 1.0))
 
 
 @pytest.mark.parametrize("jit_compile, training, gpu", [
@@ -431,7 +490,8 @@ def test_generator_training_in_bf16_takes_the_tap_gradients(monkeypatch):
     finally:
         keras.mixed_precision.set_dtype_policy(policy)
     monkeypatch.setattr(gk_layers, "on_gpu", lambda: False)
-    calls = spy(monkeypatch, TapGradConv2D, "_tap_grad_conv")
+    monkeypatch.setattr(gk_layers, "intra_op_threads", lambda: 1)
+    calls = spy(monkeypatch, TapGradConv2D, "_onednn_conv")
     x = np.random.default_rng(3).uniform(-1, 1, size=(2, 16, 12, 3)).astype("float32")
     variables = g.trainable_variables
     monkeypatch.setattr(TapGradConv2D, "MIN_CHANNEL_PRODUCT", 10**12)
