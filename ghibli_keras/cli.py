@@ -570,7 +570,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--strategy", choices=["auto", "cpu", "gpu", "mirrored", "tpu", "multiworker"])
     p.add_argument("--mixed-precision", choices=["auto", "off", "bf16", "fp16"])
-    p.add_argument("--xla", choices=XLA_CHOICES)
+    p.add_argument("--xla", choices=XLA_CHOICES,
+                   help="XLA-compile the train step (auto: on for TPU and one GPU; on a CPU on for "
+                   "ResNet generators, off for the U-Net, and off on a CPU with bf16 instructions "
+                   "under bf16 or for generators as wide as the paper's)")
     p.add_argument("--steps-per-execution", type=positive_int, metavar="N",
                    help="training steps per call from Python (1; more saves host round trips on TPUs; "
                    "on a CPU it made no measurable difference); lowered to divide --steps-per-epoch")

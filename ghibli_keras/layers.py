@@ -266,6 +266,11 @@ class UpConv2D(layers.Conv2DTranspose):
     convolution — a 2x2 convolution to `4 * filters` channels, then `depth_to_space(2)` — which
     XLA's CPU backend runs 1.6-2.2x faster than its transposed convolution
     (benchmarks/RESULTS.md); elsewhere as the transposed convolution, which oneDNN runs faster.
+    On TensorFlow on a CPU without XLA its gradients are those of the transposed convolution
+    with the first row and column cut by explicit padding (`[[1, 0], [1, 0]]`), which oneDNN
+    takes without padding the output's gradient back to `(2H+1, 2W+1)` first: the training
+    pass of the paper generator's two up-sampling layers at batch 1 1.35x and 1.35x as fast;
+    the forward pass stays the cropped one (explicit padding made it 0.9x as fast).
 
     Args:
         filters: output channels.
@@ -292,10 +297,35 @@ class UpConv2D(layers.Conv2DTranspose):
 
     def call(self, x):  # (B, H, W, C)
         if in_xla_context():
-            y = self._sub_pixel(x)
-        else:
-            y = super().call(x)[:, 1:, 1:, :]  # (B, 2H+1, 2W+1, F) -> (B, 2H, 2W, F)
-        return y
+            return self._sub_pixel(x)
+        if keras.backend.backend() == "tensorflow" and not on_gpu():
+            y = self._cropped_transpose(x, ops.convert_to_tensor(self.kernel))
+            return y + ops.convert_to_tensor(self.bias) if self.use_bias else y
+        return super().call(x)[:, 1:, 1:, :]  # (B, 2H+1, 2W+1, F) -> (B, 2H, 2W, F)
+
+    def _cropped_transpose(self, x, kernel):
+        """The transposed convolution without its first row and column; its gradients with
+        them cut by explicit padding (TensorFlow)."""
+        import tensorflow as tf
+
+        cut = [[0, 0], [1, 0], [1, 0], [0, 0]]  # the first row and column
+
+        @tf.custom_gradient
+        def up(x, kernel):  # (B, H, W, C), (3, 3, F, C) -> (B, 2H, 2W, F)
+            shape = tf.shape(x)
+            full = tf.stack([shape[0], 2 * shape[1] + 1, 2 * shape[2] + 1, kernel.shape[2]])
+            y = tf.nn.conv2d_transpose(x, kernel, full, strides=2, padding="VALID")[:, 1:, 1:]
+
+            def grad(dy):  # (B, 2H, 2W, F)
+                dx = tf.nn.conv2d(dy, kernel, strides=2, padding=cut)  # (B, H, W, C)
+                dk = tf.raw_ops.Conv2DBackpropFilter(
+                    input=dy, filter_sizes=tf.shape(kernel), out_backprop=x, strides=[1, 2, 2, 1],
+                    padding="EXPLICIT", explicit_paddings=sum(cut, []))
+                return dx, dk
+
+            return y, grad
+
+        return up(x, tf.convert_to_tensor(kernel))  # a tensor, not the variable: no `variables`
 
     def _sub_pixel(self, x):
         kernel = ops.transpose(ops.convert_to_tensor(self.kernel), (0, 1, 3, 2))  # (3, 3, C, F)

@@ -210,30 +210,41 @@ def set_precision(choice: str, strategy: tf.distribute.Strategy) -> str:
     return policy
 
 
+#: `--xla auto` on a CPU with bf16 instructions leaves float32 ResNet generators at least this
+#: wide (`ngf`, the paper's) to oneDNN: the paper step 1.21x faster without XLA on an Emerald
+#: Rapids VM (7.55 s against 9.12 s, after the row strips of `layers.TapGradConv2D`), while the
+#: tiny preset's (16) ran 1.4x faster with it.
+ONEDNN_MIN_NGF = 64
+
+
 def auto_xla(strategy: tf.distribute.Strategy, generator: str = "resnet",
-             policy: Optional[str] = None) -> bool:
+             policy: Optional[str] = None, ngf: Optional[int] = None) -> bool:
     """`--xla auto`, from benchmarks/train_step.py: on for TPU (always XLA) and GPUs. On a CPU:
-    off for the U-Net (Kaggle preset: 2x slower with XLA); off under `mixed_bfloat16` (the
-    global dtype policy, or `policy`) on a CPU with bf16 instructions, which oneDNN uses and
-    XLA's CPU backend does not (paper preset on a 2-core Zen 5: 3.8 s a step without XLA, 8.6 s
-    with it, 6.6 s in fp32 with XLA; on a 2-core Emerald Rapids 13.3 s against 15.6 s);
-    else on for the ResNet generator (paper preset 1.74x, tiny 2.1x faster steps with XLA on
-    a 2-core x86 CPU, in fp32)."""
+    off for the U-Net (Kaggle preset: 2x slower with XLA); on a CPU with bf16 instructions
+    (which oneDNN uses and XLA's CPU backend does not; a recent x86 CPU) off under
+    `mixed_bfloat16` (the global dtype policy, or `policy`: paper preset on a 2-core Zen 5
+    3.8 s a step without XLA, 8.6 s with it, 6.6 s in fp32 with XLA; on a 2-core Emerald
+    Rapids 13.3 s against 15.6 s) and for ResNet generators of `ONEDNN_MIN_NGF` filters and
+    more (`ngf`; unknown: on); else on for the ResNet generator (paper preset 1.74x, tiny 2.1x
+    faster steps with XLA on a 2-core x86 CPU without bf16 instructions, in fp32)."""
     if device_kind(strategy) in ("tpu", "gpu"):
         return True
     policy = policy or keras.config.dtype_policy().name
-    if policy == "mixed_bfloat16" and cpu_has_bf16():
+    if cpu_has_bf16() and (policy == "mixed_bfloat16" or (ngf or 0) >= ONEDNN_MIN_NGF):
         return False
     return generator == "resnet"
 
 
-def use_xla(choice: str, strategy: tf.distribute.Strategy, generator: str = "resnet") -> bool:
-    """Whether to `jit_compile` the train step (`auto`: `auto_xla`)."""
+def use_xla(choice: str, strategy: tf.distribute.Strategy, generator: str = "resnet",
+            ngf: Optional[int] = None) -> bool:
+    """Whether to `jit_compile` the train step (`auto`: `auto_xla` for `generator` of `ngf`
+    filters)."""
     if choice not in XLA_CHOICES:
         raise InputError(f"unknown --xla {choice!r}: auto, on or off")
     replicas = strategy.num_replicas_in_sync
     several = replicas > 1 and not isinstance(strategy, tf.distribute.TPUStrategy)
-    on = choice == "on" or (choice == "auto" and not several and auto_xla(strategy, generator))
+    auto = choice == "auto" and not several and auto_xla(strategy, generator, ngf=ngf)
+    on = choice == "on" or auto
     if on and several:
         log.warning(
             "XLA with %d replicas under %s is unverified (keras#18145); turning it off",

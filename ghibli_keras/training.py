@@ -203,7 +203,7 @@ def _train(config: Config, workdir, extra_callbacks: Sequence, verbose,
     multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     chief = strategies.is_chief()
     strategies.set_precision(t.mixed_precision, strategy)
-    jit = strategies.use_xla(t.xla, strategy, config.model.generator)
+    jit = strategies.use_xla(t.xla, strategy, config.model.generator, config.model.ngf)
     if t.seed is not None:
         keras.utils.set_random_seed(t.seed)
     steps = t.steps_per_epoch or data.steps_per_epoch(d.photos, d.styles, t.batch_size)

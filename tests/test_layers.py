@@ -36,6 +36,26 @@ def outputs_and_gradients(fn, variables, x, jit_compile):
     return tf.function(run, jit_compile=jit_compile)(tf.constant(x))
 
 
+def assert_same_in(policy, got, want):
+    """`assert_same` for a layer with weights and bias computing in `policy`: in bf16 2% of the
+    largest value, but 10% for the bias gradient, a bf16 sum of many terms of either sign
+    whose order oneDNN's threads vary (4% apart from the reference seen on Zen 5)."""
+    tolerances = [2e-2, 2e-2, 2e-2, 1e-1] if policy == "mixed_bfloat16" else [1e-5] * 4
+    (y, grads), (y_ref, grads_ref) = got, want  # y, then the gradients of x, kernel and bias
+    assert y.dtype == y_ref.dtype and len(grads) == len(grads_ref) == 3
+    for a, b, tolerance in zip([y, *grads], [y_ref, *grads_ref], tolerances, strict=True):
+        a, b = tf.cast(a, tf.float32), tf.cast(b, tf.float32)
+        np.testing.assert_allclose(a, b, atol=tolerance * max(float(tf.reduce_max(tf.abs(b))), 1.0))
+
+
+def share_weights(layer, reference, shape):
+    """Builds `layer` and `reference` for inputs of `shape`, the reference with the layer's
+    weights."""
+    layer.build(shape)
+    reference.build(shape)
+    reference.set_weights(layer.get_weights())
+
+
 def assert_same(got, want, rtol=1e-5):
     (y, grads), (y_ref, grads_ref) = got, want
     assert y.shape == y_ref.shape
@@ -85,9 +105,7 @@ def test_up_conv_is_conv_transpose_without_first_row_and_column(shape, jit_compi
     x = np.random.default_rng(0).normal(size=shape).astype("float32")
     up = UpConv2D(4, bias_initializer="random_normal")
     reference = keras.layers.Conv2DTranspose(4, 3, strides=2, padding="valid")
-    up.build(x.shape)
-    reference.build(x.shape)
-    reference.set_weights(up.get_weights())
+    share_weights(up, reference, x.shape)
     assert [w.shape for w in up.get_weights()] == [(3, 3, 4, shape[-1]), (4,)]
     got = outputs_and_gradients(up, up.trainable_variables, x, jit_compile)
     want = outputs_and_gradients(
@@ -97,15 +115,35 @@ def test_up_conv_is_conv_transpose_without_first_row_and_column(shape, jit_compi
     assert_same(got, want)
 
 
+@pytest.mark.parametrize("policy, gpu, form", [
+    ("float32", False, True), ("mixed_bfloat16", False, True), ("float32", True, False)])
+def test_up_conv_without_xla_on_a_cpu_takes_the_explicitly_padded_gradients(policy, gpu, form,
+                                                                           monkeypatch):
+    """On a CPU without XLA: the cropped transposed convolution with gradients through explicit
+    padding, the reference's outputs and gradients, also traced with shapes unknown."""
+    x = np.random.default_rng(12).normal(size=(1, 6, 5, 8)).astype("float32")
+    up = UpConv2D(4, bias_initializer="random_normal", dtype=policy)
+    reference = keras.layers.Conv2DTranspose(4, 3, strides=2, padding="valid", dtype=policy)
+    share_weights(up, reference, x.shape)
+    monkeypatch.setattr(gk_layers, "on_gpu", lambda: gpu)
+    calls = spy(monkeypatch, UpConv2D, "_cropped_transpose")
+    got = outputs_and_gradients(up, up.trainable_variables, x, jit_compile=False)
+    cropped = lambda v: reference(v)[:, 1:, 1:, :]  # noqa: E731
+    want = outputs_and_gradients(cropped, reference.trainable_variables, x, jit_compile=False)
+    assert bool(calls) == form
+    assert_same_in(policy, got, want)
+    unknown = tf.function(lambda v: up(v), input_signature=[tf.TensorSpec([None, None, None, 8])])
+    np.testing.assert_allclose(tf.cast(unknown(x), tf.float32), tf.cast(got[0], tf.float32),
+                               atol=1e-2 if policy == "mixed_bfloat16" else 1e-5)
+
+
 @pytest.mark.parametrize("jit_compile", [False, True])
 @pytest.mark.parametrize("kernel, activation", [(7, None), ((4, 3), "tanh"), (1, None)])
 def test_narrow_conv_is_conv2d(kernel, activation, jit_compile):
     x = np.random.default_rng(1).normal(size=(2, 13, 11, 5)).astype("float32")
     narrow = NarrowConv2D(3, kernel, activation=activation, bias_initializer="random_normal")
     reference = keras.layers.Conv2D(3, kernel, activation=activation)
-    narrow.build(x.shape)
-    reference.build(x.shape)
-    reference.set_weights(narrow.get_weights())
+    share_weights(narrow, reference, x.shape)
     got = outputs_and_gradients(narrow, narrow.trainable_variables, x, jit_compile)
     want = outputs_and_gradients(reference, reference.trainable_variables, x, jit_compile=False)
     assert_same(got, want)
@@ -130,21 +168,13 @@ def test_narrow_conv_without_xla_uses_its_form_on_a_cpu(policy, gpu, form, monke
     x = np.random.default_rng(7).normal(size=(2, 12, 10, 8)).astype("float32")
     narrow = NarrowConv2D(3, 5, bias_initializer="random_normal", dtype=policy)
     reference = keras.layers.Conv2D(3, 5, dtype=policy)
-    narrow.build(x.shape)
-    reference.build(x.shape)
-    reference.set_weights(narrow.get_weights())
+    share_weights(narrow, reference, x.shape)
     monkeypatch.setattr(gk_layers, "on_gpu", lambda: gpu)
     calls = spy(monkeypatch, NarrowConv2D, "_row_split_conv")
     got = outputs_and_gradients(narrow, narrow.trainable_variables, x, jit_compile=False)
     want = outputs_and_gradients(reference, reference.trainable_variables, x, jit_compile=False)
     assert bool(calls) == form
-    # bf16: 2% of the largest value, but 10% for the bias gradient, a bf16 sum of 96 terms of
-    # either sign whose order oneDNN's threads vary (4% apart from the reference seen on Zen 5).
-    tolerances = [2e-2, 2e-2, 2e-2, 1e-1] if policy == "mixed_bfloat16" else [1e-5] * 4
-    (y, grads), (y_ref, grads_ref) = got, want  # y, then the gradients of x, kernel and bias
-    for a, b, tolerance in zip([y, *grads], [y_ref, *grads_ref], tolerances, strict=True):
-        a, b = tf.cast(a, tf.float32), tf.cast(b, tf.float32)
-        np.testing.assert_allclose(a, b, atol=tolerance * max(float(tf.reduce_max(tf.abs(b))), 1.0))
+    assert_same_in(policy, got, want)
 
 
 @pytest.mark.parametrize("shape, kernel, filters", [
@@ -193,9 +223,7 @@ def test_tap_grad_conv_is_conv2d(policy, training, jit_compile, gpu, small, form
     x = np.random.default_rng(9).normal(size=(2, 11, 9, 8)).astype("float32")
     conv = TapGradConv2D(6, 3, activation="relu", bias_initializer="random_normal", dtype=policy)
     reference = keras.layers.Conv2D(6, 3, activation="relu", dtype=policy)
-    conv.build(x.shape)
-    reference.build(x.shape)
-    reference.set_weights(conv.get_weights())
+    share_weights(conv, reference, x.shape)
     if small:
         monkeypatch.setattr(TapGradConv2D, "MIN_CHANNEL_PRODUCT", 8 * 6)
     monkeypatch.setattr(gk_layers, "on_gpu", lambda: gpu)
@@ -205,13 +233,7 @@ def test_tap_grad_conv_is_conv2d(policy, training, jit_compile, gpu, small, form
                                 jit_compile)
     want = outputs_and_gradients(reference, reference.trainable_variables, x, jit_compile=False)
     assert bool(calls) == form
-    (y, grads), (y_ref, grads_ref) = got, want  # y, then the gradients of x, kernel and bias
-    assert y.dtype == y_ref.dtype and len(grads) == len(grads_ref) == 3
-    # bf16: 2% of the largest value, 10% for the bias gradient (a bf16 sum of 162 terms).
-    tolerances = [2e-2, 2e-2, 2e-2, 1e-1] if policy == "mixed_bfloat16" else [1e-5] * 4
-    for a, b, tolerance in zip([y, *grads], [y_ref, *grads_ref], tolerances, strict=True):
-        a, b = tf.cast(a, tf.float32), tf.cast(b, tf.float32)
-        np.testing.assert_allclose(a, b, atol=tolerance * max(float(tf.reduce_max(tf.abs(b))), 1.0))
+    assert_same_in(policy, got, want)
 
 
 @pytest.mark.parametrize("shape, kernel, n", [
@@ -249,9 +271,7 @@ def test_tap_grad_conv_cuts_a_small_batch_into_strips(threads, shape, n, strips,
     x = np.random.default_rng(11).normal(size=shape).astype("float32")
     conv = TapGradConv2D(6, 3, activation="relu", bias_initializer="random_normal", dtype=policy)
     reference = keras.layers.Conv2D(6, 3, activation="relu", dtype=policy)
-    conv.build(x.shape)
-    reference.build(x.shape)
-    reference.set_weights(conv.get_weights())
+    share_weights(conv, reference, x.shape)
     monkeypatch.setattr(gk_layers, "on_gpu", lambda: False)
     monkeypatch.setattr(gk_layers, "intra_op_threads", lambda: threads)
     monkeypatch.setattr(TapGradConv2D, "MIN_CHANNEL_PRODUCT", 4 * 6)  # taps too in bf16
@@ -263,8 +283,8 @@ def test_tap_grad_conv_cuts_a_small_batch_into_strips(threads, shape, n, strips,
                                 jit_compile=False)
     want = outputs_and_gradients(reference, reference.trainable_variables, x, jit_compile=False)
     assert bool(strip_calls) == strips
+    assert_same_in(policy, got, want)
     tolerance = 2e-2 if policy == "mixed_bfloat16" else 1e-5
-    assert_same(got, want, rtol=tolerance)
     spec = [tf.TensorSpec([None, None, None, shape[3]])]
     unknown = tf.function(lambda v: conv(v, training=training), input_signature=spec)
     np.testing.assert_allclose(tf.cast(unknown(x), tf.float32), tf.cast(got[0], tf.float32),
@@ -281,9 +301,7 @@ def test_down_conv_is_stride_2_conv2d(shape, kernel, jit_compile, training, gpu,
     x = np.random.default_rng(5).normal(size=shape).astype("float32")
     down = DownConv2D(6, kernel, bias_initializer="random_normal")
     reference = keras.layers.Conv2D(6, kernel, strides=2)
-    down.build(x.shape)
-    reference.build(x.shape)
-    reference.set_weights(down.get_weights())
+    share_weights(down, reference, x.shape)
     monkeypatch.setattr(gk_layers, "on_gpu", lambda: gpu)
     calls = spy(monkeypatch, DownConv2D, "_space_to_depth_conv")
     got = outputs_and_gradients(lambda v: down(v, training=training), down.trainable_variables, x,
@@ -299,9 +317,7 @@ def test_shallow_conv_is_conv2d(shape, kernel, jit_compile, gpu, monkeypatch):
     x = np.random.default_rng(6).normal(size=shape).astype("float32")
     shallow = ShallowConv2D(5, kernel, activation="relu", bias_initializer="random_normal")
     reference = keras.layers.Conv2D(5, kernel, activation="relu")
-    shallow.build(x.shape)
-    reference.build(x.shape)
-    reference.set_weights(shallow.get_weights())
+    share_weights(shallow, reference, x.shape)
     monkeypatch.setattr(gk_layers, "on_gpu", lambda: gpu)
     calls = spy(monkeypatch, ShallowConv2D, "_row_stack_conv")
     got = outputs_and_gradients(shallow, shallow.trainable_variables, x, jit_compile)
@@ -360,9 +376,7 @@ def test_instance_norm_of_an_unknown_batch_is_group_norm(affine, monkeypatch):
     init = dict(gamma_initializer="random_normal", beta_initializer="random_normal")
     norm = InstanceNormalization(center=affine, scale=affine, **init)
     reference = keras.layers.GroupNormalization(groups=-1, epsilon=1e-5, center=affine, scale=affine)
-    norm.build(x.shape)
-    reference.build(x.shape)
-    reference.set_weights(norm.get_weights())
+    share_weights(norm, reference, x.shape)
 
     @tf.function(input_signature=[tf.TensorSpec([None, 6, 5, 4], tf.float32)])
     def run(x):

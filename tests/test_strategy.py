@@ -73,11 +73,16 @@ def test_auto_xla_follows_the_measurements():
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_xla_is_off_for_native_bf16_on_a_cpu(native, monkeypatch, float32_after):
     """oneDNN runs bf16 convolutions with the CPU's bf16 instructions, XLA's CPU backend does
-    not (paper step 3.8 s without XLA, 8.6 s with it); emulated bf16 is faster with XLA."""
+    not (paper step 3.8 s without XLA, 8.6 s with it); emulated bf16 is faster with XLA. On such
+    a CPU float32 ResNets as wide as the paper's train faster without XLA too."""
     cpu = tf.distribute.get_strategy()
     monkeypatch.setattr(strategies, "cpu_has_bf16", lambda cpuinfo=None: native)
     assert strategies.auto_xla(cpu, "resnet", "mixed_bfloat16") is (not native)
     assert strategies.auto_xla(cpu, "resnet", "float32") is True
+    assert strategies.auto_xla(cpu, "resnet", "float32", ngf=16) is True  # tiny: 1.4x with XLA
+    # The paper's width: 1.21x without XLA.
+    assert strategies.auto_xla(cpu, "resnet", "float32", ngf=64) is (not native)
+    assert strategies.use_xla("auto", cpu, "resnet", ngf=64) is (not native)
     assert strategies.auto_xla(cpu, "unet", "float32") is False
     strategies.set_precision("bf16", cpu)  # the global policy, as training sets it
     assert strategies.use_xla("auto", cpu, "resnet") is (not native)
