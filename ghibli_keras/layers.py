@@ -437,7 +437,8 @@ class TapGradConv2D(_FixedConv2D):
       copy), so it is not taken; in bfloat16 as fast either way on an Emerald Rapids CPU.
       The gradients stay oneDNN's (as fast at batch 1) on the whole input. With the batch
       or the height unknown while tracing (as `translate` and the SavedModel trace), both
-      forms are in the graph and the shape picks one.
+      forms are in the graph and the shape picks one; a SavedModel keeps the thread count of
+      the machine that exported it (the result is the same for any).
     - **The kernel gradient tap by tap** when training in bfloat16 and `C * filters` is at
       least `MIN_CHANNEL_PRODUCT`: for kernel tap (i, j), the input flattened to
       `(B·H·W, C)` from row `i·W + j` on, transposed, times the output gradient zero-padded
