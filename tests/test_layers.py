@@ -238,11 +238,12 @@ def test_tap_grad_conv_is_conv2d(policy, training, jit_compile, gpu, small, form
 
 @pytest.mark.parametrize("shape, kernel, n", [
     ((1, 10, 7, 4), (3, 3), 2), ((2, 11, 9, 3), (4, 2), 2), ((1, 9, 6, 2), (3, 1), 7),
-    ((3, 5, 5, 2), (1, 1), 5)])
+    ((3, 5, 5, 2), (1, 1), 5),
+    ((1, 9, 7, 4), (3, 3), 2), ((2, 12, 5, 3), (4, 4), 4)])  # 7 rows in 2 strips, 9 in 4
 @pytest.mark.parametrize("bias", [False, True])
 def test_strip_conv_is_conv2d(shape, kernel, n, bias):
-    """Batches of one and more, non-square kernels, a strip per output row; shapes known
-    (eagerly) and unknown while tracing."""
+    """Batches of one and more, non-square kernels, a strip per output row, rows that do not
+    part evenly; shapes known (eagerly) and unknown while tracing."""
     rng = np.random.default_rng(10)
     x = rng.normal(size=shape).astype("float32")
     k = rng.normal(size=(*kernel, shape[3], 5)).astype("float32")
@@ -258,16 +259,17 @@ def test_strip_conv_is_conv2d(shape, kernel, n, bias):
     (2, (1, 10, 7, 4), 2, True),  # 8 output rows: 2 strips of 4
     (4, (2, 10, 7, 4), 2, True),  # 2 images on 4 threads: 2 strips each
     (2, (2, 10, 7, 4), 1, False),  # as many images as threads
-    (2, (1, 9, 7, 4), 2, False),  # 7 output rows: no whole strips
+    (2, (1, 9, 7, 4), 2, True),  # 7 output rows: strips of 4, the last padded
+    (2, (1, 7, 7, 4), 2, True),  # 5 output rows: strips of 3, the kernel's height
     (2, (1, 6, 7, 4), 2, False),  # strips of 2 rows, fewer than the kernel's 3
     (1, (1, 10, 7, 4), 1, False)])
 @pytest.mark.parametrize("policy, training", [
     ("float32", False), ("float32", True), ("mixed_bfloat16", True)])
 def test_tap_grad_conv_cuts_a_small_batch_into_strips(threads, shape, n, strips, policy, training,
                                                       monkeypatch):
-    """Row strips exactly when the batch is smaller than the threads and the output rows part
-    into whole strips of at least kh rows; Conv2D's outputs and gradients either way, with
-    shapes known and (both forms in the graph) unknown while tracing."""
+    """Row strips exactly when the batch is smaller than the threads and the output rows make
+    strips of at least kh rows; Conv2D's outputs and gradients either way, with shapes known
+    and (both forms in the graph) unknown while tracing."""
     x = np.random.default_rng(11).normal(size=shape).astype("float32")
     conv = TapGradConv2D(6, 3, activation="relu", bias_initializer="random_normal", dtype=policy)
     reference = keras.layers.Conv2D(6, 3, activation="relu", dtype=policy)
