@@ -235,6 +235,12 @@ def in_xla_context() -> bool:
     return bool(check(tf.compat.v1.get_default_graph()))
 
 
+def on_onednn() -> bool:
+    """Whether the computation runs on TensorFlow's own CPU kernels (oneDNN): the TensorFlow
+    backend, not under XLA, not on a GPU."""
+    return keras.backend.backend() == "tensorflow" and not in_xla_context() and not on_gpu()
+
+
 def on_gpu() -> bool:
     """Whether the computation runs on a GPU: JAX's default backend is one, or TensorFlow sees
     one (a model placed on the CPU of a machine with a GPU counts as on the GPU)."""
@@ -298,7 +304,7 @@ class UpConv2D(layers.Conv2DTranspose):
     def call(self, x):  # (B, H, W, C)
         if in_xla_context():
             return self._sub_pixel(x)
-        if keras.backend.backend() == "tensorflow" and not on_gpu():
+        if on_onednn():
             y = self._cropped_transpose(x, ops.convert_to_tensor(self.kernel))
             return y + ops.convert_to_tensor(self.bias) if self.use_bias else y
         return super().call(x)[:, 1:, 1:, :]  # (B, 2H+1, 2W+1, F) -> (B, 2H, 2W, F)
@@ -373,9 +379,9 @@ class _FixedConv2D(layers.Conv2D):
                 raise ValueError(f"{type(self).__name__} has {key}={value!r}; got {key}={given!r}")
         super().__init__(filters, kernel_size, **self.FIXED_ARGUMENTS, **kwargs)
 
-    def _finish(self, y):
-        """Bias and activation, as `Conv2D.call` adds them."""
-        if self.use_bias:
+    def _finish(self, y, bias: bool = True):
+        """Bias (unless already added) and activation, as `Conv2D.call` adds them."""
+        if bias and self.use_bias:
             y = y + ops.convert_to_tensor(self.bias)
         return self.activation(y) if self.activation is not None else y
 
@@ -468,7 +474,7 @@ class TapGradConv2D(_FixedConv2D):
     MIN_CHANNEL_PRODUCT = 256 * 256
 
     def call(self, x, training=False):  # (B, H, W, C)
-        if keras.backend.backend() != "tensorflow" or in_xla_context() or on_gpu():
+        if not on_onednn():
             return super().call(x)
         taps = training and self._taps_pay(x)
         strips, use_strips = self._strips(x)
@@ -477,7 +483,7 @@ class TapGradConv2D(_FixedConv2D):
         if not training:  # the bias inside, where oneDNN adds it as it writes the output
             y = self._forward(x, ops.convert_to_tensor(self.kernel), strips, use_strips,
                               ops.convert_to_tensor(self.bias) if self.use_bias else None)
-            return self.activation(y) if self.activation is not None else y
+            return self._finish(y, bias=False)
         return self._finish(self._onednn_conv(x, taps, strips, use_strips))
 
     def _taps_pay(self, x) -> bool:
