@@ -1,7 +1,7 @@
 """Steady-state training-step speed per preset, against this machine's convolution peak.
 
     python benchmarks/train_step.py [--quick] [--presets tiny,paper] [--batches 1,4]
-                                    [--xla off,on] [--precision off,bf16] [--steps 5]
+                                    [--xla off,on] [--precision off,bf16,fp16] [--steps 5]
                                     [--spe 1,20]
 
 For each combination it builds the preset's CycleGAN (synthetic data at the preset's crop
@@ -38,7 +38,7 @@ from ghibli_keras.cyclegan import CycleGAN  # noqa: E402
 from flops import step_flops  # noqa: E402
 
 
-POLICIES = {"off": "float32", "bf16": "mixed_bfloat16"}  # --precision -> Keras dtype policy
+POLICIES = {"off": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}  # --precision
 PEAK_SHAPES = ((1, 128, 128, 256), (8, 32, 32, 512), (4, 64, 64, 256))  # (B, H, W, C)
 ROW_PEAK_SECONDS = 1.0  # per shape, for the peak measured between rows
 

@@ -569,7 +569,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load-size", type=positive_int, help="resize before cropping")
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--strategy", choices=["auto", "cpu", "gpu", "mirrored", "tpu", "multiworker"])
-    p.add_argument("--mixed-precision", choices=["auto", "off", "bf16", "fp16"])
+    p.add_argument("--mixed-precision", choices=["auto", "off", "bf16", "fp16"],
+                   help="auto: bf16 where the hardware computes it faster than float32, else off; "
+                   "fp16 (loss-scaled) for GPUs without bf16, slower than float32 on a CPU")
     p.add_argument("--xla", choices=XLA_CHOICES,
                    help="XLA-compile the train step (auto: on for TPU and one GPU; on a CPU on for "
                    "ResNet generators, off for the U-Net, and off on a CPU with bf16 instructions "

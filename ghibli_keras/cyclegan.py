@@ -165,10 +165,12 @@ class CycleGAN(keras.Model):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return tf.nn.compute_average_loss(per_example, global_batch_size=tf.shape(x)[0] * replicas)
 
-    def _apply(self, optimizer, tape, loss, network):
+    def _apply(self, optimizer, tape, scaled_loss, network):
+        """`optimizer`'s update of `network` from `scaled_loss`, `optimizer.scale_loss(loss)`
+        computed inside `tape` (a `LossScaleOptimizer`'s scaling outside it would leave no
+        gradients)."""
         variables = network.trainable_variables
-        grads = tape.gradient(optimizer.scale_loss(loss), variables)
-        optimizer.apply(grads, variables)
+        optimizer.apply(tape.gradient(scaled_loss, variables), variables)
 
     def _discriminator_step(self, discriminator, optimizer, real, fake, weight):
         """One update of a discriminator on real images and (pooled) fakes; used for both
@@ -177,7 +179,7 @@ class CycleGAN(keras.Model):
             per_example = losses.discriminator(
                 discriminator(real, training=True), discriminator(fake, training=True), self.gan_loss
             )
-            loss = weight * self._global_average(per_example, real)
+            loss = optimizer.scale_loss(weight * self._global_average(per_example, real))
         self._apply(optimizer, tape, loss, discriminator)
         return per_example
 
@@ -197,8 +199,10 @@ class CycleGAN(keras.Model):
             )
             per_example = out["loss"]  # (B,)
             g_loss = self._global_average(per_example, x)
-        self._apply(self.g_optimizer, tape, g_loss, self.generator_g)
-        self._apply(self.f_optimizer, tape, g_loss, self.generator_f)
+            g_scaled = self.g_optimizer.scale_loss(g_loss)  # each optimizer its own loss scale
+            f_scaled = self.f_optimizer.scale_loss(g_loss)
+        self._apply(self.g_optimizer, tape, g_scaled, self.generator_g)
+        self._apply(self.f_optimizer, tape, f_scaled, self.generator_f)
         del tape
 
         d_x = self._discriminator_step(

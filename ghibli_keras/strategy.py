@@ -205,6 +205,12 @@ def set_precision(choice: str, strategy: tf.distribute.Strategy) -> str:
         choice = auto_precision(strategy)
         log.info("mixed precision auto -> %s (%s)", choice, device_kind(strategy))
     policy = POLICIES[choice]
+    if choice == "fp16" and device_kind(strategy) == "cpu":
+        log.warning(
+            "--mixed-precision fp16 on a CPU is slower than float32: with XLA (what --xla auto "
+            "picks for it) the tiny preset's step took 1.46x float32's; without XLA "
+            "TensorFlow's float16 convolution gradients took 200x. Use bf16 or off on a CPU"
+        )
     keras.config.set_dtype_policy(policy)
     log.info("precision: %s", policy)
     return policy
@@ -226,10 +232,14 @@ def auto_xla(strategy: tf.distribute.Strategy, generator: str = "resnet",
     3.8 s a step without XLA, 8.6 s with it, 6.6 s in fp32 with XLA; on a 2-core Emerald
     Rapids 13.3 s against 15.6 s) and for ResNet generators of `ONEDNN_MIN_NGF` filters and
     more (`ngf`; unknown: on); else on for the ResNet generator (paper preset 1.74x, tiny 2.1x
-    faster steps with XLA on a 2-core x86 CPU without bf16 instructions, in fp32)."""
+    faster steps with XLA on a 2-core x86 CPU without bf16 instructions, in fp32). Always on
+    under `mixed_float16` on a CPU: without XLA TensorFlow's float16 convolution gradients
+    there are Eigen's, 200x slower (the tiny preset, 18 s a step against 0.09 s)."""
     if device_kind(strategy) in ("tpu", "gpu"):
         return True
     policy = policy or keras.config.dtype_policy().name
+    if policy == "mixed_float16":  # TensorFlow's float16 conv gradients on a CPU: 200x slower
+        return True
     if cpu_has_bf16() and (policy == "mixed_bfloat16" or (ngf or 0) >= ONEDNN_MIN_NGF):
         return False
     return generator == "resnet"

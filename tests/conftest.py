@@ -5,6 +5,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -89,3 +90,10 @@ def vgg_weights_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("vgg") / "vgg19_random.weights.h5"
     keras.applications.VGG19(include_top=False, weights=None).save_weights(path)
     return path
+
+
+@pytest.fixture
+def float32_after():
+    """Sets the global Keras dtype policy back to float32 after a test that changes it."""
+    yield
+    keras.config.set_dtype_policy("float32")

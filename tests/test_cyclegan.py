@@ -29,8 +29,14 @@ def _networks(model):
     return [model.generator_g, model.generator_f, model.discriminator_x, model.discriminator_y]
 
 
-def test_one_fit_step_updates_all_four_networks_with_finite_losses():
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_one_fit_step_updates_all_four_networks_with_finite_losses(policy, float32_after):
+    """Also under mixed_float16, whose loss-scale optimizers need the scaled losses computed
+    inside the tape (scaled outside it, no variable had a gradient)."""
+    keras.config.set_dtype_policy(policy)
     model = _model()
+    scaled = isinstance(model.g_optimizer, keras.optimizers.LossScaleOptimizer)
+    assert scaled is (policy == "mixed_float16")
     before = [[w.copy() for w in net.get_weights()] for net in _networks(model)]
     history = model.fit(tf.data.Dataset.from_tensors(_batch()).repeat(), steps_per_epoch=1, epochs=1, verbose=0)
     for net, old in zip(_networks(model), before):
