@@ -20,7 +20,7 @@ from .errors import InputError
 
 PROG = "ghibli-keras"
 #: --mixed-precision of translate and submission (inference.PRECISIONS, without TensorFlow).
-TRANSLATION_PRECISIONS = ("auto", "off", "bf16")
+TRANSLATION_PRECISIONS = ("auto", "off", "bf16", "fp16")
 # The defaults of modules that import TensorFlow, repeated so that parsing does not import it
 # (tests check they agree).
 DEFAULT_TILE, DEFAULT_OVERLAP = 1024, 128  # inference.DEFAULT_TILE, DEFAULT_OVERLAP
@@ -501,7 +501,8 @@ def _add_translation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mixed-precision", choices=TRANSLATION_PRECISIONS, default="auto",
                    help="compute in bfloat16 (auto: where the CPU/GPU/TPU computes it faster than "
                    "float32: about 2x on a CPU with AMX or AMD's AVX512_BF16) or float32 (off); "
-                   "a SavedModel keeps its own")
+                   "fp16 for GPUs without bf16 (slower than float32 on a CPU); a SavedModel keeps "
+                   "its own")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -662,11 +663,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"refuse larger pictures with INVALID_ARGUMENT ({DEFAULT_EXPORT_MAX_PIXELS})")
     p.add_argument("--xla", choices=["on", "off"], default="off",
                    help="compile the network with XLA in the SavedModel (off)")
-    p.add_argument("--mixed-precision", choices=["off", "bf16"], default="off",
+    p.add_argument("--mixed-precision", choices=["off", "bf16", "fp16"], default="off",
                    help="the SavedModel computes in float32 (off), which runs alike everywhere, "
                    "or bfloat16 (bf16: about 2x faster where the serving CPU has AMX or AMD's "
                    "AVX512_BF16, or on GPUs from Ampere on; slower elsewhere, Intel's AVX512_BF16 "
-                   "without AMX included) (off)")
+                   "without AMX included), or float16 (fp16: for serving GPUs without bf16, "
+                   "such as the T4; slower than float32 on a CPU) (off)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(

@@ -33,8 +33,9 @@ from .errors import InputError
 log = logging.getLogger(__name__)
 
 DIRECTIONS = ("photo2style", "style2photo")
-#: --mixed-precision of the commands that translate: auto, float32, or bf16 (float32 output).
-PRECISIONS = ("auto", "off", "bf16")
+#: --mixed-precision of the commands that translate: auto, float32, bf16 or fp16 (float32
+#: output either way).
+PRECISIONS = ("auto", "off", "bf16", "fp16")
 DEFAULT_TILE = 1024  # pictures with a side above this are translated in tiles
 DEFAULT_OVERLAP = 128  # pixels shared by neighbouring tiles
 BATCH_PIXELS = 4 * 256 * 256  # images per forward pass: as many as fit in this many pixels
@@ -96,10 +97,11 @@ def translation_xla(choice: str, generator: keras.Model) -> bool:
         return choice == "on"
     strategy = tf.distribute.get_strategy()
     unet = any(isinstance(layer, keras.layers.Concatenate) for layer in generator.layers)
-    if device_kind(strategy) == "cpu" and cpu_has_bf16():
+    policy = generator_policy(generator)
+    if device_kind(strategy) == "cpu" and cpu_has_bf16() and policy != "mixed_float16":
         on = False
     else:
-        on = auto_xla(strategy, "unet" if unet else "resnet", generator_policy(generator))
+        on = auto_xla(strategy, "unet" if unet else "resnet", policy)
     log.info("XLA for %s: %s (auto)", generator.name, "on" if on else "off")
     return on
 
@@ -110,12 +112,14 @@ def translation_policy(choice: str) -> str:
     computes it faster than float32 (TPU, GPUs from Ampere on, CPUs with AMX or AMD's
     AVX512_BF16, where oneDNN runs bf16 convolutions at about twice the float32 rate); else
     float32 (on Intel's AVX512_BF16 without AMX the bf16 generator translated at 0.68x of
-    float32 with XLA's rate, benchmarks/RESULTS.md)."""
-    from .strategy import POLICIES, auto_precision
+    float32 with XLA's rate, benchmarks/RESULTS.md). `fp16` mixed_float16, for GPUs without
+    bf16 (T4, V100); never chosen by `auto`, and said to be slower on a CPU."""
+    from .strategy import POLICIES, auto_precision, warn_fp16_on_a_cpu
 
     if choice not in PRECISIONS:
         raise InputError(f"mixed precision must be one of {PRECISIONS}, got {choice!r}")
     if choice != "auto":
+        warn_fp16_on_a_cpu(choice, tf.distribute.get_strategy())
         return POLICIES[choice]
     policy = POLICIES[auto_precision(tf.distribute.get_strategy())]  # never fp16
     log.info("mixed precision auto -> %s", policy)

@@ -192,6 +192,20 @@ def auto_precision(strategy: tf.distribute.Strategy, cpuinfo: Optional[str] = No
     return "bf16" if cpu_bf16_pays(cpuinfo) else "off"
 
 
+def warn_fp16_on_a_cpu(choice: str, strategy: tf.distribute.Strategy) -> None:
+    """Logs a warning when `--mixed-precision` `choice` is fp16 and `strategy` computes on a
+    CPU, where float16 is slower than float32 (an Emerald Rapids VM with AVX512_FP16,
+    benchmarks/RESULTS.md): a convolution's forward pass at 0.66x float32's rate without XLA,
+    about float32's with it; the tiny preset's training step 1.46x float32's time with XLA and
+    200x without (TensorFlow's float16 convolution gradients on a CPU are Eigen's)."""
+    if choice == "fp16" and device_kind(strategy) == "cpu":
+        log.warning(
+            "--mixed-precision fp16 on a CPU is slower than float32 (convolutions at 0.66x "
+            "float32's rate without XLA, at best float32's with it; training steps 1.5x "
+            "float32's time with XLA, 200x without): use bf16 or off on a CPU"
+        )
+
+
 def set_precision(choice: str, strategy: tf.distribute.Strategy) -> str:
     """Sets the global Keras dtype policy; returns its name.
 
@@ -205,12 +219,7 @@ def set_precision(choice: str, strategy: tf.distribute.Strategy) -> str:
         choice = auto_precision(strategy)
         log.info("mixed precision auto -> %s (%s)", choice, device_kind(strategy))
     policy = POLICIES[choice]
-    if choice == "fp16" and device_kind(strategy) == "cpu":
-        log.warning(
-            "--mixed-precision fp16 on a CPU is slower than float32: with XLA (what --xla auto "
-            "picks for it) the tiny preset's step took 1.46x float32's; without XLA "
-            "TensorFlow's float16 convolution gradients took 200x. Use bf16 or off on a CPU"
-        )
+    warn_fp16_on_a_cpu(choice, strategy)
     keras.config.set_dtype_policy(policy)
     log.info("precision: %s", policy)
     return policy

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import logging
 import subprocess
 import sys
 
@@ -249,6 +250,29 @@ def test_translation_in_bf16(trained_workdir, tmp_path, rng, monkeypatch):
     assert cli.main(["export", str(trained_workdir), "--out", str(out), "--mixed-precision", "bf16"]) == 0
     loaded = tf.saved_model.load(str(out))  # held: its variables live as long as it does
     np.testing.assert_allclose(loaded.translate(tf.constant(picture)).numpy(), got, atol=1e-2)
+
+
+def test_translation_in_fp16(trained_workdir, tmp_path, rng, caplog):
+    """--mixed-precision fp16 (GPUs without bf16): the generator copied into mixed_float16
+    translates as float32 does, to float16's precision, with a warning on a CPU, where XLA
+    `auto` is on for it (oneDNN's float16 convolutions ran at 0.66x float32's rate); the
+    SavedModel too."""
+    picture = inference.to_unit(smooth_image(rng, 36, 44))[None]
+    fp32 = inference.Translator.load(trained_workdir, xla="off", precision="off")
+    with caplog.at_level(logging.WARNING, logger="ghibli_keras"):
+        fp16 = inference.Translator.load(trained_workdir, xla="off", precision="fp16")
+    assert "fp16 on a CPU is slower than float32" in caplog.text
+    assert fp16.generator.get_layer("stem_conv").compute_dtype == "float16"
+    assert all(w.dtype == "float32" for w in fp16.generator.weights)
+    got, want = fp16(picture), fp32(picture)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=5e-3)
+    assert np.abs(got - want).max() > 0  # it did compute in float16
+    assert inference.translation_xla("auto", fp16.generator) is True
+    out = tmp_path / "fp16" / "1"
+    assert cli.main(["export", str(trained_workdir), "--out", str(out), "--mixed-precision", "fp16"]) == 0
+    loaded = tf.saved_model.load(str(out))
+    np.testing.assert_allclose(loaded.translate(tf.constant(picture)).numpy(), got, atol=1e-3)
 
 
 def test_rest_request_gives_the_keras_pixels(exported, translator, rng):
