@@ -121,6 +121,37 @@ def test_kill_while_writing_the_backup_resumes_from_the_previous_one(tmp_path):
     assert record.iterations == {"g": 3, "f": 3, "d_x": 3, "d_y": 3}
 
 
+def _optimizer_state(model):
+    """Each optimizer's (iterations, loss scale) under mixed_float16."""
+    return {k: (int(o.iterations.numpy()), float(o.dynamic_scale.numpy()))
+            for k, o in model.optimizers.items()}
+
+
+@pytest.mark.slow
+def test_interrupted_fp16_run_resumes_with_its_loss_scales(tmp_path, float32_after):
+    """Under mixed_float16 each optimizer is a LossScaleOptimizer whose loss scale (and step
+    count: steps with non-finite gradients are skipped) must come back from the backup."""
+
+    class StopAndRecord(_StopAtEpoch):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.state = _optimizer_state(self.model)
+            super().on_epoch_begin(epoch, logs)
+
+    class RecordState(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.state = _optimizer_state(self.model)
+
+    config = tiny_test_config(**{"train.epochs": 3, "train.decay_epochs": 1,
+                                 "train.mixed_precision": "fp16"})
+    workdir = tmp_path / "run"
+    stop, record = StopAndRecord(1), RecordState()
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, workdir, extra_callbacks=[stop], verbose=0)
+    assert stop.state["g"][1] != 2.0**15  # the scale moved from its start (2^15) in epoch 0
+    training.train(config, workdir, extra_callbacks=[record], verbose=0)
+    assert record.state == stop.state
+
+
 def test_nan_stops_with_a_message_on_how_to_resume(tmp_path):
     callback = TerminateOnNaN(tmp_path)
     callback.on_epoch_begin(4)
