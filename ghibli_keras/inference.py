@@ -113,7 +113,7 @@ def translation_policy(choice: str) -> str:
     AVX512_BF16, where oneDNN runs bf16 convolutions at about twice the float32 rate); else
     float32 (on Intel's AVX512_BF16 without AMX the bf16 generator translated at 0.68x of
     float32 with XLA's rate, benchmarks/RESULTS.md). `fp16` mixed_float16, for GPUs without
-    bf16 (T4, V100); never chosen by `auto`, and said to be slower on a CPU."""
+    bf16 (T4, V100); never chosen by `auto`; on a CPU, where it is slower, a warning."""
     from .strategy import POLICIES, auto_precision, warn_fp16_on_a_cpu
 
     if choice not in PRECISIONS:
