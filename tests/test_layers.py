@@ -13,7 +13,7 @@ import ghibli_keras.layers as gk_layers
 from ghibli_keras import models
 from ghibli_keras.layers import (
     DownConv2D, InstanceNormalization, NarrowConv2D, ReflectionPadding2D, ShallowConv2D,
-    TapGradConv2D, UpConv2D, in_xla_context, tap_kernel_gradient,
+    TapGradConv2D, UpConv2D, in_xla_context, row_tap_kernel_gradient, tap_kernel_gradient,
 )
 
 from conftest import REPO
@@ -161,6 +161,20 @@ def spy(monkeypatch, cls, name):
     return calls
 
 
+def against_reference(layer, reference, x, form, monkeypatch, *, gpu=False, training=None,
+                      jit_compile=False):
+    """Builds `layer` and `reference` with the layer's weights, sets `on_gpu` to `gpu`, spies
+    `type(layer).form`, and runs both (the layer with `training` unless None, under XLA with
+    `jit_compile`): `(whether the form ran, (y, gradients), (y_ref, gradients_ref))`."""
+    share_weights(layer, reference, x.shape)
+    monkeypatch.setattr(gk_layers, "on_gpu", lambda: gpu)
+    calls = spy(monkeypatch, type(layer), form)
+    run = layer if training is None else (lambda v: layer(v, training=training))
+    got = outputs_and_gradients(run, layer.trainable_variables, x, jit_compile)
+    want = outputs_and_gradients(reference, reference.trainable_variables, x, jit_compile=False)
+    return bool(calls), got, want
+
+
 @pytest.mark.parametrize("policy, gpu, form", [
     ("mixed_bfloat16", False, True), ("mixed_bfloat16", True, False), ("float32", False, True),
     ("float32", True, False)])
@@ -168,19 +182,36 @@ def test_narrow_conv_without_xla_uses_its_form_on_a_cpu(policy, gpu, form, monke
     x = np.random.default_rng(7).normal(size=(2, 12, 10, 8)).astype("float32")
     narrow = NarrowConv2D(3, 5, bias_initializer="random_normal", dtype=policy)
     reference = keras.layers.Conv2D(3, 5, dtype=policy)
-    share_weights(narrow, reference, x.shape)
-    monkeypatch.setattr(gk_layers, "on_gpu", lambda: gpu)
-    calls = spy(monkeypatch, NarrowConv2D, "_row_split_conv")
-    got = outputs_and_gradients(narrow, narrow.trainable_variables, x, jit_compile=False)
-    want = outputs_and_gradients(reference, reference.trainable_variables, x, jit_compile=False)
-    assert bool(calls) == form
+    ran, got, want = against_reference(narrow, reference, x, "_row_split_conv", monkeypatch,
+                                       gpu=gpu)
+    assert ran == form
+    assert_same_in(policy, got, want)
+
+
+@pytest.mark.parametrize("policy, jit_compile, gpu, form", [
+    ("float32", False, False, True), ("mixed_bfloat16", False, False, True),
+    ("float32", True, False, False), ("float32", False, True, False)])
+@pytest.mark.parametrize("shape, kernel, filters", [((2, 13, 11, 5), 7, 3), ((1, 9, 8, 6), (4, 3), 1)])
+def test_narrow_conv_training_on_a_cpu_takes_gradients_of_its_own(policy, jit_compile, gpu, form,
+                                                                 shape, kernel, filters, monkeypatch):
+    """Training on TensorFlow on a CPU without XLA: the input's gradient as a convolution of the
+    padded output gradient with the flipped kernel, the kernel's by row_tap_kernel_gradient —
+    the same as Conv2D's; under XLA or on a GPU not taken."""
+    x = np.random.default_rng(3).normal(size=shape).astype("float32")
+    narrow = NarrowConv2D(filters, kernel, activation="tanh", bias_initializer="random_normal",
+                          dtype=policy)
+    reference = keras.layers.Conv2D(filters, kernel, activation="tanh", dtype=policy)
+    ran, got, want = against_reference(narrow, reference, x, "_onednn_conv", monkeypatch, gpu=gpu,
+                                       training=True, jit_compile=jit_compile)
+    assert ran == form
     assert_same_in(policy, got, want)
 
 
 @pytest.mark.parametrize("shape, kernel, filters", [
     ((2, 9, 11, 5), (3, 3), 6), ((1, 10, 7, 4), (4, 2), 3), ((3, 6, 6, 2), (1, 1), 4),
     ((1, 7, 7, 3), (7, 7), 2)])
-def test_tap_kernel_gradient_is_conv2d_backprop_filter(shape, kernel, filters):
+@pytest.mark.parametrize("gradient", [tap_kernel_gradient, row_tap_kernel_gradient])
+def test_tap_kernel_gradients_are_conv2d_backprop_filter(shape, kernel, filters, gradient):
     """Batches, non-square pictures and kernels, the kernel as large as the picture; shapes
     known (eagerly) and batch, H and W unknown while tracing, as in a model built on
     `(None, None, None, C)` inputs."""
@@ -191,8 +222,8 @@ def test_tap_kernel_gradient_is_conv2d_backprop_filter(shape, kernel, filters):
     want = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=[kh, kw, shape[3], filters],
                                            out_backprop=dy, strides=[1, 1, 1, 1], padding="VALID")
     specs = [tf.TensorSpec([None, None, None, shape[3]]), tf.TensorSpec([None, None, None, filters])]
-    traced = tf.function(lambda x, dy: tap_kernel_gradient(x, dy, kh, kw), input_signature=specs)
-    for got in (tap_kernel_gradient(tf.constant(x), tf.constant(dy), kh, kw), traced(x, dy)):
+    traced = tf.function(lambda x, dy: gradient(x, dy, kh, kw), input_signature=specs)
+    for got in (gradient(tf.constant(x), tf.constant(dy), kh, kw), traced(x, dy)):
         assert got.shape == (kh, kw, shape[3], filters)
         np.testing.assert_allclose(got, want, atol=1e-4 * float(tf.reduce_max(tf.abs(want))))
 
@@ -223,16 +254,12 @@ def test_tap_grad_conv_is_conv2d(policy, training, jit_compile, gpu, small, form
     x = np.random.default_rng(9).normal(size=(2, 11, 9, 8)).astype("float32")
     conv = TapGradConv2D(6, 3, activation="relu", bias_initializer="random_normal", dtype=policy)
     reference = keras.layers.Conv2D(6, 3, activation="relu", dtype=policy)
-    share_weights(conv, reference, x.shape)
     if small:
         monkeypatch.setattr(TapGradConv2D, "MIN_CHANNEL_PRODUCT", 8 * 6)
-    monkeypatch.setattr(gk_layers, "on_gpu", lambda: gpu)
     monkeypatch.setattr(gk_layers, "intra_op_threads", lambda: 1)
-    calls = spy(monkeypatch, TapGradConv2D, "_onednn_conv")
-    got = outputs_and_gradients(lambda v: conv(v, training=training), conv.trainable_variables, x,
-                                jit_compile)
-    want = outputs_and_gradients(reference, reference.trainable_variables, x, jit_compile=False)
-    assert bool(calls) == form
+    ran, got, want = against_reference(conv, reference, x, "_onednn_conv", monkeypatch, gpu=gpu,
+                                       training=training, jit_compile=jit_compile)
+    assert ran == form
     assert_same_in(policy, got, want)
 
 
@@ -303,13 +330,9 @@ def test_down_conv_is_stride_2_conv2d(shape, kernel, jit_compile, training, gpu,
     x = np.random.default_rng(5).normal(size=shape).astype("float32")
     down = DownConv2D(6, kernel, bias_initializer="random_normal")
     reference = keras.layers.Conv2D(6, kernel, strides=2)
-    share_weights(down, reference, x.shape)
-    monkeypatch.setattr(gk_layers, "on_gpu", lambda: gpu)
-    calls = spy(monkeypatch, DownConv2D, "_space_to_depth_conv")
-    got = outputs_and_gradients(lambda v: down(v, training=training), down.trainable_variables, x,
-                                jit_compile)
-    want = outputs_and_gradients(reference, reference.trainable_variables, x, jit_compile=False)
-    assert bool(calls) == (jit_compile and training)
+    ran, got, want = against_reference(down, reference, x, "_space_to_depth_conv", monkeypatch,
+                                       gpu=gpu, training=training, jit_compile=jit_compile)
+    assert ran == (jit_compile and training)
     assert_same(got, want)
 
 
@@ -319,12 +342,9 @@ def test_shallow_conv_is_conv2d(shape, kernel, jit_compile, gpu, monkeypatch):
     x = np.random.default_rng(6).normal(size=shape).astype("float32")
     shallow = ShallowConv2D(5, kernel, activation="relu", bias_initializer="random_normal")
     reference = keras.layers.Conv2D(5, kernel, activation="relu")
-    share_weights(shallow, reference, x.shape)
-    monkeypatch.setattr(gk_layers, "on_gpu", lambda: gpu)
-    calls = spy(monkeypatch, ShallowConv2D, "_row_stack_conv")
-    got = outputs_and_gradients(shallow, shallow.trainable_variables, x, jit_compile)
-    want = outputs_and_gradients(reference, reference.trainable_variables, x, jit_compile=False)
-    assert bool(calls) == jit_compile  # on a CPU or a GPU
+    ran, got, want = against_reference(shallow, reference, x, "_row_stack_conv", monkeypatch,
+                                       gpu=gpu, jit_compile=jit_compile)
+    assert ran == jit_compile  # on a CPU or a GPU
     assert_same(got, want)
 
 
