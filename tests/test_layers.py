@@ -348,6 +348,25 @@ def test_shallow_conv_is_conv2d(shape, kernel, jit_compile, gpu, monkeypatch):
     assert_same(got, want)
 
 
+@pytest.mark.parametrize("policy, jit_compile, gpu, form", [
+    ("float32", False, False, True), ("mixed_bfloat16", False, False, True),
+    ("float32", True, False, False), ("float32", False, True, False)])
+@pytest.mark.parametrize("shape, kernel", [((2, 13, 11, 3), 7), ((1, 9, 8, 2), (3, 5))])
+def test_shallow_conv_training_on_a_cpu_takes_a_row_split_input_gradient(policy, jit_compile, gpu,
+                                                                         form, shape, kernel,
+                                                                         monkeypatch):
+    """Training on TensorFlow on a CPU without XLA: the input's gradient by `row_split_conv`
+    (`input_gradient`), the same as Conv2D's; under XLA or on a GPU not taken."""
+    x = np.random.default_rng(2).normal(size=shape).astype("float32")
+    shallow = ShallowConv2D(5, kernel, activation="relu", bias_initializer="random_normal",
+                            dtype=policy)
+    reference = keras.layers.Conv2D(5, kernel, activation="relu", dtype=policy)
+    ran, got, want = against_reference(shallow, reference, x, "_onednn_conv", monkeypatch, gpu=gpu,
+                                       training=True, jit_compile=jit_compile)
+    assert ran == form
+    assert_same_in(policy, got, want)
+
+
 @pytest.mark.parametrize("jit_compile, gpu", [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize("padding, shape", [(1, (2, 5, 7, 3)), (3, (1, 8, 4, 2)), (2, (1, 3, 6, 1))])
 def test_reflection_padding_is_numpy_reflect(padding, shape, jit_compile, gpu, monkeypatch):
