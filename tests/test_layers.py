@@ -13,7 +13,8 @@ import ghibli_keras.layers as gk_layers
 from ghibli_keras import models
 from ghibli_keras.layers import (
     DownConv2D, InstanceNormalization, NarrowConv2D, ReflectionPadding2D, ShallowConv2D,
-    TapGradConv2D, UpConv2D, in_xla_context, row_tap_kernel_gradient, tap_kernel_gradient,
+    TapGradConv2D, UpConv2D, in_xla_context, row_tap_kernel_gradient, stride2_kernel_gradient,
+    tap_kernel_gradient,
 )
 
 from conftest import REPO
@@ -226,6 +227,23 @@ def test_tap_kernel_gradients_are_conv2d_backprop_filter(shape, kernel, filters,
     for got in (gradient(tf.constant(x), tf.constant(dy), kh, kw), traced(x, dy)):
         assert got.shape == (kh, kw, shape[3], filters)
         np.testing.assert_allclose(got, want, atol=1e-4 * float(tf.reduce_max(tf.abs(want))))
+
+
+@pytest.mark.parametrize("shape, kernel, filters", [
+    ((2, 9, 11, 5), (3, 3), 6), ((1, 10, 8, 4), (4, 4), 3), ((1, 7, 6, 2), (1, 1), 4),
+    ((2, 8, 9, 3), (2, 3), 2), ((1, 13, 13, 3), (3, 3), 2)])
+def test_stride2_kernel_gradient_is_conv2d_backprop_filter(shape, kernel, filters):
+    """Odd and even sizes (where the last row and column are read or not), kernels 1 to 4."""
+    rng = np.random.default_rng(6)
+    kh, kw = kernel
+    x = rng.normal(size=shape).astype("float32")
+    out = [(n - k) // 2 + 1 for n, k in zip(shape[1:3], kernel)]
+    dy = rng.normal(size=(shape[0], *out, filters)).astype("float32")
+    want = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=[kh, kw, shape[3], filters],
+                                           out_backprop=dy, strides=[1, 2, 2, 1], padding="VALID")
+    got = stride2_kernel_gradient(tf.constant(x), tf.constant(dy), kh, kw)
+    assert got.shape == (kh, kw, shape[3], filters)
+    np.testing.assert_allclose(got, want, atol=1e-4 * float(tf.reduce_max(tf.abs(want))))
 
 
 def test_tap_kernel_gradient_of_known_shapes_traces_no_shape_arithmetic():
