@@ -276,10 +276,7 @@ class UpConv2D(layers.Conv2DTranspose):
     with the first row and column cut by explicit padding (`[[1, 0], [1, 0]]`), which oneDNN
     takes without padding the output's gradient back to `(2H+1, 2W+1)` first: the training
     pass of the paper generator's two up-sampling layers at batch 1 1.35x and 1.35x as fast;
-    the forward pass stays the cropped one (explicit padding made it 0.9x as fast). The
-    kernel's gradient, where H and W are known, is `stride2_kernel_gradient` (one matrix
-    product) instead of oneDNN's: 21.0 -> 15.3 ms (128x128x128 -> 64) and 14.3 -> 12.2 ms
-    (64x64x256 -> 128), float32, batch 1.
+    the forward pass stays the cropped one (explicit padding made it 0.9x as fast).
 
     Args:
         filters: output channels.
@@ -327,8 +324,6 @@ class UpConv2D(layers.Conv2DTranspose):
 
             def grad(dy):  # (B, 2H, 2W, F)
                 dx = tf.nn.conv2d(dy, kernel, strides=2, padding=cut)  # (B, H, W, C)
-                if x.shape[1:3].is_fully_defined():  # (3, 3, F, C)
-                    return dx, stride2_kernel_gradient(tf.pad(dy, cut), x, 3, 3)
                 dk = tf.raw_ops.Conv2DBackpropFilter(
                     input=dy, filter_sizes=tf.shape(kernel), out_backprop=x, strides=[1, 2, 2, 1],
                     padding="EXPLICIT", explicit_paddings=sum(cut, []))
@@ -430,13 +425,18 @@ class NarrowConv2D(_FixedConv2D):
         return super().call(x)
 
     def _row_split_conv(self, x, kernel):  # (B, H, W, C), (kh, kw, C, F)
-        return row_split_conv(x, kernel)
+        kh, kw = self.kernel_size
+        f = self.filters
+        h = ops.shape(x)[1] - kh + 1
+        rows = ops.reshape(ops.transpose(kernel, (1, 2, 0, 3)), (1, kw, -1, kh * f))  # (1, kw, C, kh·F)
+        z = ops.conv(x, rows, strides=1, padding="valid")  # (B, H+kh-1, W-kw+1, kh·F)
+        return sum(z[:, dy:dy + h, :, dy * f:(dy + 1) * f] for dy in range(kh))  # (B, H-kh+1, ·, F)
 
     def _onednn_conv(self, x):
-        """The row-split convolution with gradients of its own: the input's a plain
-        convolution of the padded output gradient with the flipped kernel (`input_gradient`:
-        F -> C channels, the generator stem's shape), the kernel's `row_tap_kernel_gradient`
-        — instead of the gradients of the row-split form (kh·F channels, slices)."""
+        """The row-split convolution with gradients of its own: the input's as a convolution
+        of the zero-padded output gradient with the flipped kernel (F -> C channels, which
+        oneDNN runs as fast as the generator's stem), the kernel's by `row_tap_kernel_gradient`
+        — instead of the gradients of the row-split form (F·kh channels, slices)."""
         import tensorflow as tf
 
         kh, kw = self.kernel_size
@@ -444,35 +444,14 @@ class NarrowConv2D(_FixedConv2D):
         @tf.custom_gradient
         def conv(x, kernel):  # (B, H, W, C), (kh, kw, C, F) -> (B, H-kh+1, W-kw+1, F)
             def grad(dy):
-                plain = lambda dy, k: tf.nn.conv2d(dy, k, strides=1, padding="VALID")  # noqa: E731
-                return input_gradient(dy, kernel, plain), row_tap_kernel_gradient(x, dy, kh, kw)
+                flipped = tf.transpose(tf.reverse(kernel, [0, 1]), (0, 1, 3, 2))  # (kh, kw, F, C)
+                full = tf.pad(dy, [[0, 0], [kh - 1, kh - 1], [kw - 1, kw - 1], [0, 0]])
+                dx = tf.nn.conv2d(full, flipped, strides=1, padding="VALID")  # (B, H, W, C)
+                return dx, row_tap_kernel_gradient(x, dy, kh, kw)
 
             return self._row_split_conv(x, kernel), grad
 
         return conv(x, tf.convert_to_tensor(self.kernel))
-
-
-def row_split_conv(x, kernel):
-    """A stride-1, valid convolution of `x` `(B, H, W, C)` with `kernel` `(kh, kw, C, F)` to few
-    channels, as a `1 x kw` convolution to `kh·F` channels and the sum of its `kh`
-    row-shifted slices: `(B, H-kh+1, W-kw+1, F)`."""
-    kh, kw, _, f = kernel.shape
-    h = ops.shape(x)[1] - kh + 1
-    rows = ops.reshape(ops.transpose(kernel, (1, 2, 0, 3)), (1, kw, -1, kh * f))  # (1, kw, C, kh·F)
-    z = ops.conv(x, rows, strides=1, padding="valid")  # (B, H+kh-1, W-kw+1, kh·F)
-    return sum(z[:, dy:dy + h, :, dy * f:(dy + 1) * f] for dy in range(kh))  # (B, H-kh+1, ·, F)
-
-
-def input_gradient(dy, kernel, conv):
-    """The input's gradient of a stride-1, valid convolution with `kernel` `(kh, kw, C, F)`
-    whose output's gradient is `dy` `(B, H', W', F)`: `conv` (any valid convolution `(x, k)`)
-    of `dy` zero-padded by `kh-1`, `kw-1` on each side with the kernel flipped and its
-    channels swapped `(kh, kw, F, C)`, `(B, H'+kh-1, W'+kw-1, C)` (TensorFlow)."""
-    import tensorflow as tf
-
-    kh, kw = kernel.shape[:2]
-    flipped = tf.transpose(tf.reverse(kernel, [0, 1]), (0, 1, 3, 2))  # (kh, kw, F, C)
-    return conv(tf.pad(dy, [[0, 0], [kh - 1, kh - 1], [kw - 1, kw - 1], [0, 0]]), flipped)
 
 
 @keras.saving.register_keras_serializable(package="ghibli_keras")
@@ -659,30 +638,6 @@ def tap_kernel_gradient(x, dy, kh: int, kw: int):
     return tf.reshape(tf.stack(taps), (kh, kw, x.shape[-1], dy.shape[-1]))
 
 
-def stride2_kernel_gradient(x, dy, kh: int, kw: int):
-    """The kernel gradient of a stride-2, valid `(kh, kw)` convolution of `x` `(B, H, W, C)`
-    whose output's gradient is `dy` `(B, H', W', F)`, as one matrix product: `(kh, kw, C, F)`
-    (TensorFlow; H and W known while tracing).
-
-    Output pixel (h, w) reads input pixel (2h+i, 2w+j) at tap (i, j): the `kh·kw` windows
-    `x[:, i::2, j::2]` cut to `(H', W')` (slices of the input's 2x2 phases) are stacked as
-    `kh·kw·C` channels, and the gradient is that `(B·H'·W', kh·kw·C)` matrix transposed
-    times `dy` flattened to `(B·H'·W', F)`.
-    """
-    import tensorflow as tf
-
-    (h, w, c), (ho, wo, f) = x.shape[1:], dy.shape[1:]
-    hb, wb = ho + (kh - 1) // 2, wo + (kw - 1) // 2  # the 2x2 blocks the windows read
-    x = x[:, :2 * hb, :2 * wb]
-    x = tf.pad(x, [[0, 0], [0, 2 * hb - x.shape[1]], [0, 2 * wb - x.shape[2]], [0, 0]])
-    phases = tf.reshape(x, (-1, hb, 2, wb, 2, c))  # (B, block y, phase y, block x, phase x, C)
-    windows = [phases[:, i // 2:i // 2 + ho, i % 2, j // 2:j // 2 + wo, j % 2]  # (B, H', W', C)
-               for i in range(kh) for j in range(kw)]
-    stacked = tf.reshape(tf.concat(windows, axis=-1), (-1, kh * kw * c))  # (B·H'·W', kh·kw·C)
-    grad = tf.matmul(stacked, tf.reshape(dy, (-1, f)), transpose_a=True)  # (kh·kw·C, F)
-    return tf.reshape(grad, (kh, kw, c, f))
-
-
 def row_tap_kernel_gradient(x, dy, kh: int, kw: int):
     """The kernel gradient of a stride-1, valid `(kh, kw)` convolution of `x` `(B, H, W, C)`
     to few channels, whose output's gradient is `dy` `(B, H-kh+1, W-kw+1, F)`, as `kh` matrix
@@ -721,10 +676,7 @@ class ShallowConv2D(_FixedConv2D):
     generator's stem (7x7, 3 -> 64 channels at 256x256) forward and with its gradients 2.8x
     as fast so, the forward pass alone as fast; on an H200 (JAX) the paper generator's
     training pass at batch 8 in bf16 ran 1.06x as fast (benchmarks/RESULTS.md). Without XLA
-    as `Conv2D`; training on a CPU without XLA (oneDNN) its input's gradient is
-    `input_gradient` by `row_split_conv` (64 -> 3 channels for the paper stem: the
-    generator head's forward shape), 22.9 -> 9.2 ms at 262x262, float32, batch 1 — needed
-    where a loss reaches the stem through another network (the cycle's second generator).
+    as `Conv2D`.
 
     Args:
         filters: output channels.
@@ -738,28 +690,10 @@ class ShallowConv2D(_FixedConv2D):
     (1, 10, 14, 8)
     """
 
-    def call(self, x, training=False):  # (B, H, W, C)
+    def call(self, x):  # (B, H, W, C)
         if in_xla_context():
             return self._finish(self._row_stack_conv(x))
-        if training and on_onednn():
-            return self._finish(self._onednn_conv(x))
         return super().call(x)
-
-    def _onednn_conv(self, x):
-        """oneDNN's convolution and kernel gradient; the input's gradient row-split."""
-        import tensorflow as tf
-
-        @tf.custom_gradient
-        def conv(x, kernel):  # (B, H, W, C), (kh, kw, C, F) -> (B, H-kh+1, W-kw+1, F)
-            def grad(dy):
-                dk = tf.raw_ops.Conv2DBackpropFilter(
-                    input=x, filter_sizes=tf.shape(kernel), out_backprop=dy,
-                    strides=[1, 1, 1, 1], padding="VALID")
-                return input_gradient(dy, kernel, row_split_conv), dk
-
-            return tf.nn.conv2d(x, kernel, strides=1, padding="VALID"), grad
-
-        return conv(x, tf.convert_to_tensor(self.kernel))
 
     def _row_stack_conv(self, x):
         kh, kw = self.kernel_size

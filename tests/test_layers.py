@@ -13,8 +13,7 @@ import ghibli_keras.layers as gk_layers
 from ghibli_keras import models
 from ghibli_keras.layers import (
     DownConv2D, InstanceNormalization, NarrowConv2D, ReflectionPadding2D, ShallowConv2D,
-    TapGradConv2D, UpConv2D, in_xla_context, row_tap_kernel_gradient, stride2_kernel_gradient,
-    tap_kernel_gradient,
+    TapGradConv2D, UpConv2D, in_xla_context, row_tap_kernel_gradient, tap_kernel_gradient,
 )
 
 from conftest import REPO
@@ -229,23 +228,6 @@ def test_tap_kernel_gradients_are_conv2d_backprop_filter(shape, kernel, filters,
         np.testing.assert_allclose(got, want, atol=1e-4 * float(tf.reduce_max(tf.abs(want))))
 
 
-@pytest.mark.parametrize("shape, kernel, filters", [
-    ((2, 9, 11, 5), (3, 3), 6), ((1, 10, 8, 4), (4, 4), 3), ((1, 7, 6, 2), (1, 1), 4),
-    ((2, 8, 9, 3), (2, 3), 2), ((1, 13, 13, 3), (3, 3), 2)])
-def test_stride2_kernel_gradient_is_conv2d_backprop_filter(shape, kernel, filters):
-    """Odd and even sizes (where the last row and column are read or not), kernels 1 to 4."""
-    rng = np.random.default_rng(6)
-    kh, kw = kernel
-    x = rng.normal(size=shape).astype("float32")
-    out = [(n - k) // 2 + 1 for n, k in zip(shape[1:3], kernel)]
-    dy = rng.normal(size=(shape[0], *out, filters)).astype("float32")
-    want = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=[kh, kw, shape[3], filters],
-                                           out_backprop=dy, strides=[1, 2, 2, 1], padding="VALID")
-    got = stride2_kernel_gradient(tf.constant(x), tf.constant(dy), kh, kw)
-    assert got.shape == (kh, kw, shape[3], filters)
-    np.testing.assert_allclose(got, want, atol=1e-4 * float(tf.reduce_max(tf.abs(want))))
-
-
 def test_tap_kernel_gradient_of_known_shapes_traces_no_shape_arithmetic():
     """Shapes known while tracing (as in training) give each tap constant row bounds: no
     arithmetic on shapes in the graph (177 ops a call when each tap computed its bounds, 61
@@ -364,25 +346,6 @@ def test_shallow_conv_is_conv2d(shape, kernel, jit_compile, gpu, monkeypatch):
                                        gpu=gpu, jit_compile=jit_compile)
     assert ran == jit_compile  # on a CPU or a GPU
     assert_same(got, want)
-
-
-@pytest.mark.parametrize("policy, jit_compile, gpu, form", [
-    ("float32", False, False, True), ("mixed_bfloat16", False, False, True),
-    ("float32", True, False, False), ("float32", False, True, False)])
-@pytest.mark.parametrize("shape, kernel", [((2, 13, 11, 3), 7), ((1, 9, 8, 2), (3, 5))])
-def test_shallow_conv_training_on_a_cpu_takes_a_row_split_input_gradient(policy, jit_compile, gpu,
-                                                                         form, shape, kernel,
-                                                                         monkeypatch):
-    """Training on TensorFlow on a CPU without XLA: the input's gradient by `row_split_conv`
-    (`input_gradient`), the same as Conv2D's; under XLA or on a GPU not taken."""
-    x = np.random.default_rng(2).normal(size=shape).astype("float32")
-    shallow = ShallowConv2D(5, kernel, activation="relu", bias_initializer="random_normal",
-                            dtype=policy)
-    reference = keras.layers.Conv2D(5, kernel, activation="relu", dtype=policy)
-    ran, got, want = against_reference(shallow, reference, x, "_onednn_conv", monkeypatch, gpu=gpu,
-                                       training=True, jit_compile=jit_compile)
-    assert ran == form
-    assert_same_in(policy, got, want)
 
 
 @pytest.mark.parametrize("jit_compile, gpu", [(False, False), (True, False), (True, True)])
