@@ -434,9 +434,10 @@ class NarrowConv2D(_FixedConv2D):
 
     def _onednn_conv(self, x):
         """The row-split convolution with gradients of its own: the input's as a convolution
-        of the zero-padded output gradient with the flipped kernel (F -> C channels, which
-        oneDNN runs as fast as the generator's stem), the kernel's by `row_tap_kernel_gradient`
-        — instead of the gradients of the row-split form (F·kh channels, slices)."""
+        of the zero-padded output gradient with the flipped kernel (F -> C channels, the
+        generator stem's shape, which oneDNN runs well), the kernel's by
+        `row_tap_kernel_gradient` — instead of the gradients of the row-split form (kh·F
+        channels, slices)."""
         import tensorflow as tf
 
         kh, kw = self.kernel_size
