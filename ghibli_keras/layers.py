@@ -18,12 +18,20 @@ class ReflectionPadding2D(layers.Layer):
     """Pads H and W by `padding` pixels, mirroring the picture (no edge repeat), like PyTorch's
     `nn.ReflectionPad2d`.
 
-    Under XLA on a GPU (with static H and W) it runs as the sum of the zero-padded input and
-    each mirrored edge row and column zero-padded into place, which XLA fuses into one pass
-    with its neighbours; elsewhere as `ops.pad(mode="reflect")`, which XLA makes a
-    concatenation of slices in passes of its own. On an H200 a residual block's training pass
-    was 1.18x faster so, the paper step 1.09x; XLA's CPU backend does not fuse the sum and
-    ran the generator 0.8-0.9x as fast with it (benchmarks/RESULTS.md).
+    It takes the form that measured fastest where it runs:
+
+    - on TensorFlow's CPU kernels (oneDNN, no XLA): one gather of the input's pixels by the
+      padded picture's pixel indices, with `MirrorPadGrad` as its gradient (`ops.pad`'s): at
+      a plain pass's rate, where TensorFlow's mirror-pad kernel ran at a quarter of it (64x64
+      x256: 0.23 against 0.94 ms; 256x256x64: 1.16 against 3.48 ms); the paper generator's
+      forward pass 1.04x (256², batch 4) and 1.035x (1024²) as fast, its step 1.014x;
+    - under XLA on a GPU (with static H and W): the sum of the zero-padded input and each
+      mirrored edge row and column zero-padded into place, which XLA fuses into one pass with
+      its neighbours; on an H200 a residual block's training pass was 1.18x faster so, the
+      paper step 1.09x; XLA's CPU backend does not fuse the sum and ran the generator
+      0.8-0.9x as fast with it;
+    - elsewhere `ops.pad(mode="reflect")`, which XLA makes a concatenation of slices
+      (benchmarks/RESULTS.md).
 
     Args:
         padding: pixels on each side (int), less than the input's H and W.
@@ -41,21 +49,56 @@ class ReflectionPadding2D(layers.Layer):
         self.padding = padding
 
     def call(self, x):  # (B, H, W, C) -> (B, H + 2p, W + 2p, C)
-        if in_xla_context() and on_gpu() and None not in tuple(x.shape)[1:3]:
+        static = None not in tuple(x.shape)[1:3]
+        if static:
+            self._check_size(x)
+        if in_xla_context() and on_gpu() and static:
             return self._edge_sums(x)
+        if on_onednn():
+            return self._gathered(x)
         return self._reflect(x)
+
+    def _check_size(self, x):
+        for axis in (1, 2):
+            if self.padding >= x.shape[axis]:
+                raise ValueError(f"ReflectionPadding2D({self.padding}) needs inputs larger than "
+                                 f"{self.padding} pixels, got {x.shape[axis]} along axis {axis}")
 
     def _reflect(self, x):
         p = self.padding
         return ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], mode="reflect")
 
+    def _gathered(self, x):
+        """`_reflect` as one `tf.gather` of `x`'s pixels, flattened to `(B, H·W, C)`, by the
+        padded picture's `(H + 2p, W + 2p)` indices; TensorFlow's gradient of `_reflect`."""
+        import tensorflow as tf
+
+        p = self.padding
+        paddings = [[0, 0], [p, p], [p, p], [0, 0]]
+
+        @tf.custom_gradient
+        def pad(x):  # (B, H, W, C) -> (B, H + 2p, W + 2p, C)
+            shape = tf.shape(x)
+            b, h, w, c = (x.shape[i] if x.shape[i] is not None else shape[i] for i in range(4))
+
+            def mirrored(n):  # (n + 2p,): the source of each padded position, in [0, n)
+                return (n - 1) - tf.abs((n - 1) - tf.abs(tf.range(-p, n + p)))
+
+            index = mirrored(h)[:, None] * w + mirrored(w)[None, :]  # (H + 2p, W + 2p)
+            y = tf.gather(tf.reshape(x, [b, h * w, c]), index, axis=1)
+
+            def grad(dy):
+                return tf.raw_ops.MirrorPadGrad(input=dy, paddings=paddings, mode="REFLECT")
+
+            return y, grad
+
+        return pad(x)
+
     def _edge_sums(self, x):
         p = self.padding
+        self._check_size(x)
         for axis in (1, 2):  # H, then W
             n = x.shape[axis]
-            if p >= n:
-                raise ValueError(f"ReflectionPadding2D({p}) needs inputs larger than {p} pixels, "
-                                 f"got {n} along axis {axis}")
             place = lambda part, before, after, axis=axis: ops.pad(  # noqa: E731
                 part, [[0, 0]] * axis + [[before, after]] + [[0, 0]] * (3 - axis))
             edge = lambda i, axis=axis: x[:, i:i + 1] if axis == 1 else x[:, :, i:i + 1]  # noqa: E731

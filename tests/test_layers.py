@@ -348,20 +348,57 @@ def test_shallow_conv_is_conv2d(shape, kernel, jit_compile, gpu, monkeypatch):
     assert_same(got, want)
 
 
-@pytest.mark.parametrize("jit_compile, gpu", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("jit_compile, gpu, form", [
+    (False, False, "_gathered"), (False, True, "_reflect"), (True, False, "_reflect"),
+    (True, True, "_edge_sums"),
+])
 @pytest.mark.parametrize("padding, shape", [(1, (2, 5, 7, 3)), (3, (1, 8, 4, 2)), (2, (1, 3, 6, 1))])
-def test_reflection_padding_is_numpy_reflect(padding, shape, jit_compile, gpu, monkeypatch):
-    """Both forms (the edge sums under XLA on a GPU) are np.pad(mode="reflect"), gradients too."""
+def test_reflection_padding_is_numpy_reflect(padding, shape, jit_compile, gpu, form, monkeypatch):
+    """Each form (the gather on oneDNN, the edge sums under XLA on a GPU) is
+    np.pad(mode="reflect"), and its gradients are ops.pad's."""
     x = np.random.default_rng(2).normal(size=shape).astype("float32")
-    pad = ReflectionPadding2D(padding)
-    want = outputs_and_gradients(pad, [], x, jit_compile=False)  # the plain form
-    monkeypatch.setattr(gk_layers, "on_gpu", lambda: gpu)
-    unused = "_reflect" if jit_compile and gpu else "_edge_sums"  # must not be traced
-    monkeypatch.setattr(ReflectionPadding2D, unused, lambda self, x: 1 / 0)
-    got = outputs_and_gradients(pad, [], x, jit_compile)
     p = padding
+    plain = lambda t: keras.ops.pad(t, [[0, 0], [p, p], [p, p], [0, 0]], mode="reflect")  # noqa: E731
+    want = outputs_and_gradients(plain, [], x, jit_compile=False)
+    monkeypatch.setattr(gk_layers, "on_gpu", lambda: gpu)
+    for unused in {"_gathered", "_reflect", "_edge_sums"} - {form}:  # must not be traced
+        monkeypatch.setattr(ReflectionPadding2D, unused, lambda self, x: 1 / 0)
+    got = outputs_and_gradients(ReflectionPadding2D(padding), [], x, jit_compile)
     np.testing.assert_array_equal(got[0], np.pad(x, [(0, 0), (p, p), (p, p), (0, 0)], mode="reflect"))
     assert_same(got, want)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_reflection_padding_gathered_with_unknown_sizes(dtype):
+    """The gather form where only the run knows B, H and W (as translate and the SavedModel
+    trace), in float32 and bfloat16: np.pad's values, ops.pad's gradient."""
+    pad = ReflectionPadding2D(2)
+    x = tf.constant(np.random.default_rng(3).normal(size=(2, 6, 9, 3)), dtype)
+    weights = tf.range(1.0, 14.0)[None, None, :, None]  # (1, 1, W + 4, 1): a gradient per column
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], dtype)])
+    def run(t):
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            y = pad(t)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) ** 2 * weights)
+        return y, tape.gradient(loss, t)
+
+    y, dx = run(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y_ref = tf.pad(x, [[0, 0], [2, 2], [2, 2], [0, 0]], mode="REFLECT")
+        loss = tf.reduce_sum(tf.cast(y_ref, tf.float32) ** 2 * weights)
+    np.testing.assert_array_equal(tf.cast(y, tf.float32), tf.cast(y_ref, tf.float32))
+    # bf16: the loss's gradient rounds apart in a graph and eagerly (one bf16 step at most)
+    rtol = 1e-2 if dtype == "bfloat16" else 1e-6
+    np.testing.assert_allclose(tf.cast(dx, tf.float32), tf.cast(tape.gradient(loss, x), tf.float32),
+                               rtol=rtol)
+
+
+def test_reflection_padding_too_small_input_names_the_size():
+    with pytest.raises(ValueError, match=r"ReflectionPadding2D\(3\) needs inputs larger than 3 pixels, got 3"):
+        ReflectionPadding2D(3)(np.zeros((1, 3, 8, 1), "float32"))
 
 
 @pytest.mark.parametrize("jit_compile, gpu", [(False, False), (True, False), (True, True)])
