@@ -60,14 +60,14 @@ def make_endpoints(generator: keras.Model, max_pixels: int = DEFAULT_MAX_PIXELS,
                    jit_compile: bool = False):
     """The two endpoint functions (`translate`, `serve`) for `generator`; with `jit_compile`
     the network runs XLA-compiled (the flag is saved: TF Serving compiles it too)."""
-    from .models import size_multiple
+    from .models import size_multiple, smallest_side
 
-    multiple = size_multiple(generator)
+    multiple, smallest = size_multiple(generator), smallest_side(generator)
     network = tf.function(lambda x: generator(x, training=False), jit_compile=jit_compile)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
     def translate(images):  # (N, H, W, 3) in [-1, 1]
-        return pad_run_crop(network, images, multiple)
+        return pad_run_crop(network, images, multiple, smallest)
 
     def decode(data):  # scalar string -> (H, W, 3) uint8
         pixels = _header_pixels(data)

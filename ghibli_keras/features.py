@@ -368,14 +368,15 @@ def extract(
 
 def generator_transform(generator: keras.Model) -> Callable:
     """A generator as an `extract(transform=...)`: reflect-pads each batch at the bottom and
-    right to the size the network takes (`models.size_multiple`), translates, crops back."""
+    right to the size the network takes (`models.size_multiple`, `models.smallest_side`),
+    translates, crops back."""
     from .inference import pad_run_crop
-    from .models import size_multiple
+    from .models import size_multiple, smallest_side
 
-    multiple = size_multiple(generator)
+    multiple, smallest = size_multiple(generator), smallest_side(generator)
 
     @tf.function(reduce_retracing=True)
     def translate(x):  # (B, H, W, 3) in [-1, 1]
-        return pad_run_crop(lambda padded: generator(padded, training=False), x, multiple)
+        return pad_run_crop(lambda padded: generator(padded, training=False), x, multiple, smallest)
 
     return translate

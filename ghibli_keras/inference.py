@@ -65,11 +65,13 @@ def tf_reflect_indices(length: tf.Tensor, padded: tf.Tensor) -> tf.Tensor:
     return tf.where(i < length, i, period - i)
 
 
-def pad_run_crop(fn: Callable, images_: tf.Tensor, multiple: int) -> tf.Tensor:
+def pad_run_crop(fn: Callable, images_: tf.Tensor, multiple: int, smallest: int = 1) -> tf.Tensor:
     """`fn` on float `(B, H, W, 3)` of any H, W: reflect-padded at the bottom and right to
-    multiples of `multiple`, then cropped back to `(B, H, W, 3)`. Graph-friendly."""
+    multiples of `multiple`, at least `smallest` (`models.smallest_side`), then cropped back
+    to `(B, H, W, 3)`. Graph-friendly."""
     h, w = tf.shape(images_)[1], tf.shape(images_)[2]
-    ph, pw = (h + multiple - 1) // multiple * multiple, (w + multiple - 1) // multiple * multiple
+    side = lambda n: tf.maximum((n + multiple - 1) // multiple * multiple, smallest)  # noqa: E731
+    ph, pw = side(h), side(w)
     padded = tf.gather(images_, tf_reflect_indices(h, ph), axis=1)
     padded = tf.gather(padded, tf_reflect_indices(w, pw), axis=2)
     return fn(padded)[:, :h, :w, :]
@@ -157,11 +159,12 @@ def with_policy(generator: keras.Model, policy: str) -> keras.Model:
 @dataclass
 class Translator:
     """A generator ready to translate: `fn` maps float32 `(B, H, W, 3)` in [-1, 1] with H, W
-    multiples of `multiple` to the same; `name` says where it came from."""
+    multiples of `multiple`, at least `smallest`, to the same; `name` says where it came from."""
 
     fn: Callable
     multiple: int
     name: str
+    smallest: int = 1
     generator: Optional[keras.Model] = field(default=None, repr=False)
     owner: object = field(default=None, repr=False)  # keeps a loaded SavedModel's variables alive
 
@@ -180,7 +183,7 @@ class Translator:
                 cannot read.
         """
         from . import cyclegan  # noqa: F401  (registers the classes for load_model)
-        from .models import size_multiple
+        from .models import size_multiple, smallest_side
 
         if direction not in DIRECTIONS:
             raise InputError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
@@ -225,11 +228,13 @@ class Translator:
         fn = tf.function(lambda x: generator(x, training=False),
                          jit_compile=translation_xla(xla, generator),
                          input_signature=[IMAGES_SPEC])  # one trace for every size
-        return cls(fn, size_multiple(generator), f"{generator.name} of {path}", generator)
+        return cls(fn, size_multiple(generator), f"{generator.name} of {path}",
+                   smallest_side(generator), generator)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """float32 `(B, H, W, 3)` in [-1, 1], any H, W -> the same, translated."""
-        return pad_run_crop(self.fn, tf.constant(batch, tf.float32), self.multiple).numpy()
+        images = tf.constant(batch, tf.float32)
+        return pad_run_crop(self.fn, images, self.multiple, self.smallest).numpy()
 
 
 # --------------------------------------------------------------------------------------------

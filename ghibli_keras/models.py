@@ -250,3 +250,18 @@ def size_multiple(generator: keras.Model) -> int:
         if isinstance(layer, layers.Conv2D) and tuple(layer.strides) == (2, 2)
     )
     return 2**halvings
+
+
+def smallest_side(generator: keras.Model) -> int:
+    """The smallest input height and width `generator` takes: the least multiple of
+    `size_multiple` at which each reflection padding's input is larger than its padding (8
+    for the ResNet generators, whose residual blocks pad their H/4 x W/4 input by 1; the
+    size multiple for the U-Net). Follows the resolution through the layers in order, halved
+    by each stride-2 convolution and doubled by each stride-2 transposed one."""
+    multiple, scale, needed = size_multiple(generator), 1, 1
+    for layer in generator.layers:
+        if isinstance(layer, ReflectionPadding2D):
+            needed = max(needed, layer.padding * scale + 1)  # side / scale > padding
+        elif tuple(getattr(layer, "strides", ())) == (2, 2):
+            scale = scale // 2 if isinstance(layer, layers.Conv2DTranspose) else scale * 2
+    return -(-needed // multiple) * multiple

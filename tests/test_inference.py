@@ -110,6 +110,19 @@ def test_translate_refuses_to_overwrite_inputs(trained_workdir, tmp_path, rng, c
         images.output_paths([tmp_path / "a.jpg", tmp_path / "d" / "a.png"], tmp_path / "o", "jpg")
 
 
+def test_tiny_pictures_are_padded_to_the_smallest_side(translator, exported, rng):
+    """A 3x3 or 5x2 picture: padded to the generator's smallest side (8), not only to a
+    multiple of 4 (which would leave 1 pixel for the residual blocks' padding), by the Keras
+    translator and the SavedModel's endpoint alike."""
+    from_export = inference.Translator.load(exported)
+    for h, w in [(3, 3), (5, 2), (1, 9)]:
+        picture = smooth_image(rng, h, w)
+        out = inference.translate_image(translator, picture)
+        assert out.shape == (h, w, 3) and out.dtype == np.uint8
+        np.testing.assert_allclose(from_export(inference.to_unit(picture)[None]),
+                                   translator(inference.to_unit(picture)[None]), atol=1e-5)
+
+
 def test_translator_sources_and_directions(trained_workdir, exported, rng):
     picture = inference.to_unit(smooth_image(rng, 32, 32))[None]
     from_workdir = inference.Translator.load(trained_workdir)
@@ -311,10 +324,10 @@ def test_a_request_of_one_size_runs_through_the_network_together(trained_workdir
     generator = keras.models.load_model(trained_workdir / "model.keras", compile=False).generator_g
     seen, real = [], export.pad_run_crop  # the batch sizes the network runs on
 
-    def counting(fn, images, multiple):
+    def counting(fn, images, *sides):
         n = tf.numpy_function(lambda n: seen.append(int(n)) or n, [tf.shape(images)[0]], tf.int32)
         with tf.control_dependencies([n]):
-            return real(fn, tf.identity(images), multiple)
+            return real(fn, tf.identity(images), *sides)
 
     monkeypatch.setattr(export, "pad_run_crop", counting)
     monkeypatch.setattr(export, "BATCH_PIXELS", 2 * 20 * 28)  # two pictures a pass

@@ -82,6 +82,16 @@ def test_unet_generator_shapes():
     u = models.unet_generator()
     assert u(np.zeros((1, 256, 256, 3), "float32")).shape == (1, 256, 256, 3)
     assert u(np.zeros((1, 256, 512, 3), "float32")).shape == (1, 256, 512, 3)
+    assert models.size_multiple(u) == models.smallest_side(u) == 256  # no reflection padding
+
+
+def test_smallest_side_is_the_smallest_input_the_resnet_takes():
+    """8 for the ResNet: its residual blocks reflect-pad H/4 by 1 pixel; 4 is too small."""
+    g = models.resnet_generator(4, 1)
+    assert (models.size_multiple(g), models.smallest_side(g)) == (4, 8)
+    assert g(np.zeros((1, 8, 12, 3), "float32")).shape == (1, 8, 12, 3)
+    with pytest.raises(ValueError, match="needs inputs larger than 1 pixels, got 1"):
+        g(np.zeros((1, 4, 8, 3), "float32"))
 
 
 def test_global_skip_starts_at_identity():
