@@ -566,7 +566,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decay-epochs", type=int, help="last epochs with linear LR decay")
     p.add_argument("--steps-per-epoch", type=positive_int)
     p.add_argument("--batch-size", type=positive_int, help="global batch size")
-    p.add_argument("--image-size", type=positive_int, help="training crop side (multiple of 4)")
+    p.add_argument("--image-size", type=positive_int,
+                   help="training crop side (a multiple of 4; at least 12 for tiny, 24 for paper; "
+                        "multiples of 256 for kaggle's U-Net)")
     p.add_argument("--load-size", type=positive_int, help="resize before cropping")
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--strategy", choices=["auto", "cpu", "gpu", "mirrored", "tpu", "multiworker"])

@@ -157,7 +157,34 @@ class Config:
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
+        smallest = smallest_crop(m)
+        if d.image_size < smallest:
+            raise InputError(f"data.image_size (--image-size) {d.image_size} is smaller than these "
+                             f"networks take: at least {smallest} for a {m.generator} generator and "
+                             f"a PatchGAN of model.n_layers {m.n_layers}")
         return self
+
+
+def smallest_crop(model: ModelConfig) -> int:
+    """The smallest training crop (a multiple of 4) the networks of `model` take: the ResNet's
+    residual blocks reflect-pad their H/4 input by 1, so it needs 8 (the U-Net 256); the
+    PatchGAN's 4x4 convolutions (`n_layers` of stride 2, one of stride 1, the head; each input
+    zero-padded by 1) each need an input of at least 4. 12 for the tiny preset, 24 for the
+    paper's."""
+    generator = 256 if model.generator == "unet" else 8
+    side = generator
+    while not _patch_fits(side, model.n_layers):
+        side += 4
+    return side
+
+
+def _patch_fits(side: int, n_layers: int) -> bool:
+    n = side + 2  # layer1_pad
+    for stride in [2] * n_layers + [1]:
+        if n < 4:
+            return False
+        n = (n - 4) // stride + 1 + 2  # the convolution, then the next one's padding
+    return n >= 4  # the head's 4x4 input
 
 
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "tpu", "multiworker")

@@ -1,8 +1,11 @@
 """Configs: presets, JSON round trip, overrides and validation."""
 
+import dataclasses
+
+import numpy as np
 import pytest
 
-from ghibli_keras.config import PRESETS, Config, get_preset
+from ghibli_keras.config import PRESETS, Config, get_preset, smallest_crop
 from ghibli_keras.errors import InputError
 
 
@@ -17,6 +20,31 @@ def test_paper_preset_is_the_papers():
     assert (c.model.generator, c.model.n_blocks, c.data.image_size, c.data.load_size) == ("resnet", 9, 256, 286)
     assert (c.train.epochs, c.train.decay_epochs, c.train.lambda_cycle, c.train.lambda_identity) == (200, 100, 10.0, 0.5)
     assert (c.train.pool_size, c.train.gan_loss, c.train.learning_rate) == (50, "lsgan", 2e-4)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "paper"])
+def test_smallest_crop_is_the_smallest_the_networks_take(preset):
+    """At the smallest crop G and D run (D's logits 1x1); 4 pixels less, one of them cannot,
+    and the config refuses that size, naming the smallest."""
+    import keras
+
+    from ghibli_keras import models
+
+    model = get_preset(preset).model
+    smallest = smallest_crop(model)
+    assert smallest == {"tiny": 12, "paper": 24}[preset]
+    networks = models.build_networks(dataclasses.replace(model, ngf=4, ndf=4))
+    g, d = networks["generator_g"], networks["discriminator_x"]
+    x = np.zeros((1, smallest, smallest, 3), "float32")
+    assert g(x).shape == x.shape and d(x).shape == (1, 1, 1, 1)
+    too_small = np.zeros((1, smallest - 4, smallest - 4, 3), "float32")
+    try:  # D's logits come out empty here (in training TensorFlow fails), or Keras refuses
+        logits = d(too_small)
+    except ValueError:
+        logits = np.zeros((1, 0, 0, 1))
+    assert np.prod(keras.ops.shape(logits)) == 0
+    with pytest.raises(InputError, match=f"image_size \\(--image-size\\) {smallest - 4} is smaller .* at least {smallest}"):
+        get_preset(preset).override(**{"data.image_size": smallest - 4, "data.load_size": smallest})
 
 
 def test_kaggle_preset_is_the_tutorials_unet():
