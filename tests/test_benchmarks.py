@@ -2,6 +2,8 @@
 ratio of issue 8 rests on it, so it is checked against the formula written out by hand."""
 
 import os
+import re
+import subprocess
 import sys
 
 import pytest
@@ -58,3 +60,29 @@ def test_peak_beside_each_measurement_is_the_mean_of_the_peaks_around_it():
     peaks = PeakBeside(seconds=0.5, measure=lambda seconds: next(measured))
     assert peaks.around(lambda: "first") == ("first", 120.0)  # (100 + 140) / 2
     assert peaks.around(lambda: "second") == ("second", 115.0)  # 140 is reused as 'before'
+
+
+# Each benchmark's smallest run, and a line its table must print: the scripts are developer
+# tools run by hand, so this keeps them from rotting between the sessions that run them.
+SMOKE_RUNS = [
+    ("train_step.py", ["--quick", "--batches", "1", "--xla", "off", "--precision", "off"],
+     r"tiny +1 +off +off +1 +[\d.]+ .* 0\.\d\d +[\d.]+ GiB"),
+    ("profile_step.py", ["--quick", "--xla", "off"], r"whole step: [\d.]+ s measured .* of peak"),
+    ("inference.py", ["--quick", "--precisions", "off"], r"7,038 Kaggle photos .* \d+ min"),
+    ("input_pipeline.py", ["--quick"], r"ratio pipeline / ceiling: +[\d.]+"),
+    ("metrics.py", ["--images", "64"], r"scoring 64 images against \d+: [\d.]+ s"),
+    ("xla_forms.py", ["--quick"], r"generator_g +fwd\+grad .*x"),
+    ("kernel_gradient.py", ["--quick"], r"generator_g .* ratio [\d.]+"),
+    ("jax_step.py", ["--quick"], r"tiny +1 +off +[\d.]+"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, args, printed", SMOKE_RUNS, ids=[s for s, _, _ in SMOKE_RUNS])
+def test_each_benchmark_runs_and_prints_its_table(script, args, printed):
+    if script == "jax_step.py":
+        pytest.importorskip("jax")
+    run = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", script), *args],
+                         capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    assert re.search(printed, run.stdout), run.stdout[-2000:]
