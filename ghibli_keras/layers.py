@@ -94,9 +94,8 @@ class ReflectionPadding2D(layers.Layer):
 
         return pad(x)
 
-    def _edge_sums(self, x):
+    def _edge_sums(self, x):  # `call` has checked the size
         p = self.padding
-        self._check_size(x)
         for axis in (1, 2):  # H, then W
             n = x.shape[axis]
             place = lambda part, before, after, axis=axis: ops.pad(  # noqa: E731
