@@ -47,6 +47,8 @@ def check_zip(path, *, min_images: int = MIN_IMAGES, max_images: int = MAX_IMAGE
             (ignoring case), entries that are not JPEG, not `size`×`size` or not RGB.
     """
     path = Path(path)
+    if not path.is_file():
+        raise SubmissionError(f"{path}: " + ("a folder, not a zip file" if path.is_dir() else "no such file"))
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:

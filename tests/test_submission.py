@@ -60,6 +60,10 @@ def test_kaggle_bounds_are_the_defaults_and_junk_is_not_a_zip(tmp_path):
     (tmp_path / "junk.zip").write_bytes(b"nope")
     with pytest.raises(SubmissionError, match="not a zip file"):
         submission.check_zip(tmp_path / "junk.zip")
+    with pytest.raises(SubmissionError, match="missing.zip: no such file$"):
+        submission.check_zip(tmp_path / "missing.zip")
+    with pytest.raises(SubmissionError, match="a folder, not a zip file"):
+        submission.check_zip(tmp_path)
 
 
 def test_check_command_runs_without_tensorflow(tmp_path):
