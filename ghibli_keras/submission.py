@@ -48,7 +48,8 @@ def check_zip(path, *, min_images: int = MIN_IMAGES, max_images: int = MAX_IMAGE
     """
     path = Path(path)
     if not path.is_file():
-        raise SubmissionError(f"{path}: " + ("a folder, not a zip file" if path.is_dir() else "no such file"))
+        what = "a folder, not a zip file" if path.is_dir() else "no such file"
+        raise SubmissionError(f"{path}: {what}")
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
