@@ -62,17 +62,32 @@ def output_dir(text: str) -> Path:
     return path
 
 
-def check_glob(pattern: str, flag: str) -> None:
-    """A local pattern must match a file; gs:// and other remote paths are checked later."""
+def check_shards(pattern: str, flag: str) -> None:
+    """A local folder must hold TFRecord shards, a local pattern match files that are not all
+    pictures; gs:// and other remote paths are checked later (by TensorFlow's file system)."""
     if "://" in pattern:
         return
     import glob
 
+    from .images import IMAGE_SUFFIXES, TFRECORD_SUFFIXES, list_images
+
+    convert = "; convert them first: ghibli-keras make-tfrecords {} OUT_DIR --prefix NAME"
     path = Path(pattern)
-    if path.is_dir() or glob.glob(pattern):
-        return
-    raise InputError(f"{flag} {pattern!r} matches no file: quote the glob, e.g. "
-                     f"{flag} 'shards/photo/*.tfrec'")
+    if path.is_dir():
+        if any(p.name.endswith(TFRECORD_SUFFIXES) for p in path.iterdir()):
+            return
+        if list_images(path):
+            raise InputError(f"{flag} {pattern!r} holds pictures, not TFRecord shards"
+                             + convert.format(pattern))
+        raise InputError(f"{flag} {pattern!r}: a folder with no TFRecord shards "
+                         f"({', '.join(TFRECORD_SUFFIXES)})")
+    matches = [m for m in glob.glob(pattern) if Path(m).is_file()]
+    if not matches:
+        raise InputError(f"{flag} {pattern!r} matches no file: quote the glob, e.g. "
+                         f"{flag} 'shards/photo/*.tfrec'")
+    if all(m.lower().endswith(IMAGE_SUFFIXES) for m in matches):
+        raise InputError(f"{flag} {pattern!r} matches pictures, not TFRecord shards"
+                         + convert.format(os.path.dirname(pattern) or "."))
 
 
 def check_weights(weights: Optional[str]) -> None:
@@ -83,12 +98,26 @@ def check_weights(weights: Optional[str]) -> None:
 
 
 def _log_to_stderr() -> None:
+    """The package's log lines on stderr as "ghibli-keras: ...": one handler however often
+    `main` runs in a process, writing to whatever `sys.stderr` is when a line is logged."""
     import logging
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    class StderrHandler(logging.StreamHandler):
+        name = PROG
+
+        @property
+        def stream(self):  # the current sys.stderr (pytest and notebooks replace it)
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, _):  # StreamHandler.__init__ sets it
+            pass
+
     logger = logging.getLogger("ghibli_keras")
-    logger.addHandler(handler)
+    if not any(h.name == PROG for h in logger.handlers):
+        handler = StderrHandler()
+        handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+        logger.addHandler(handler)
     logger.setLevel(logging.INFO)
 
 
@@ -155,13 +184,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = get_preset(args.preset)
     photos = args.photos or locate_sample(config.data.photos)
     styles = args.styles or locate_sample(config.data.styles)
-    check_glob(photos, "--photos")
-    check_glob(styles, "--styles")
+    check_shards(photos, "--photos")
+    check_shards(styles, "--styles")
     heldout = args.heldout_photos
     if heldout is None and args.photos is None:  # the preset's held-out set, with its data
         heldout = config.data.heldout_photos and locate_sample(config.data.heldout_photos)
     if heldout:
-        check_glob(heldout, "--heldout-photos")
+        check_shards(heldout, "--heldout-photos")
     load_size = None
     if args.image_size is not None:
         if args.image_size % 4:

@@ -14,6 +14,7 @@ Eval:     `evaluation_dataset(photos, styles)` -> the same without augmentation,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -332,7 +333,8 @@ def count_images(files_or_glob: Files) -> int:
     for path in list_shards(files_or_glob):
         count = count_in_name(path)
         if count is None:
-            count = int(tf.data.TFRecordDataset(path).reduce(np.int64(0), lambda n, _: n + 1))
+            with naming_unreadable_records(path, "its images could not be counted"):
+                count = int(tf.data.TFRecordDataset(path).reduce(np.int64(0), lambda n, _: n + 1))
         total += count
     return total
 
@@ -363,10 +365,94 @@ def check_schema(files: Iterable[str]) -> None:
             )
 
 
+#: TensorFlow's errors for a truncated shard and for image bytes that do not decode.
+READ_ERRORS = (tf.errors.DataLossError, tf.errors.InvalidArgumentError)
+
+
+#: The first bytes of a JPEG file, and of the pictures sometimes found in its place.
+JPEG_MAGIC = b"\xff\xd8"
+OTHER_MAGIC = {b"\x89PNG": "PNG", b"GIF8": "GIF", b"BM": "BMP", b"RIFF": "WebP"}
+
+
+def record_problem(record: tf.Tensor) -> tuple[str, Optional[str]]:
+    """(image_name, why the record's image cannot be trained on, or None if it can)."""
+    try:
+        example = parse_example(record)
+    except READ_ERRORS as e:
+        return "", f"not a tf.train.Example of the Kaggle schema ({_plain(e.message)})"
+    name = example["image_name"].numpy().decode(errors="replace")
+    jpeg = example["image"].numpy()
+    if not jpeg.startswith(JPEG_MAGIC):
+        kind = next((k for magic, k in OTHER_MAGIC.items() if jpeg.startswith(magic)), None)
+        return name, (f"the image is a {kind} picture; the Kaggle schema (and training's "
+                      f"crop-while-decoding) needs JPEG" if kind else "the image is not a JPEG picture")
+    try:
+        decode_image(jpeg)
+    except READ_ERRORS as e:
+        return name, f"the image does not decode ({_plain(e.message)})"
+    return name, None
+
+
+def find_unreadable_record(files: Iterable[str]) -> Optional[str]:
+    """The first record of the shards that cannot be read or whose image is not a JPEG that
+    decodes, as "PATH: record N (image_name 'NAME'): why"; None if every record is fine.
+
+    Each shard is first decoded in one tf.data pass (thousands of images a second); only a
+    shard that fails is read again record by record to find the one."""
+
+    def check(record):  # what training does to a record: its JPEG header, then the pixels
+        jpeg = parse_example(record)["image"]
+        return tf.io.extract_jpeg_shape(jpeg), tf.shape(decode_image(jpeg))
+
+    for path in files:
+        try:
+            tf.data.TFRecordDataset(path).map(check, num_parallel_calls=AUTOTUNE).reduce(
+                np.int64(0), lambda n, _: n + 1)
+            continue
+        except READ_ERRORS:
+            pass
+        records = iter(tf.data.TFRecordDataset(path))
+        index = 0
+        while True:
+            try:
+                record = next(records, None)
+            except READ_ERRORS as e:
+                return f"{path}: cannot be read from record {index} on ({_plain(e.message)})"
+            if record is None:
+                break
+            name, problem = record_problem(record)
+            if problem:
+                named = f" (image_name {name!r})" if name else ""
+                return f"{path}: record {index}{named}: {problem}"
+            index += 1
+    return None
+
+
+@contextlib.contextmanager
+def naming_unreadable_records(files: Files, doing: str = ""):
+    """Within the block, TensorFlow's error for a truncated shard or an image that does not
+    decode — raised by whatever reads `files` — becomes an `InputError` that names the shard and
+    the record, and says what to do; other errors pass unchanged.
+
+    Args:
+        files: the shards the block reads (a file, glob or folder, or a list of them).
+        doing: what stopped, for the message (e.g. "training stopped; ...").
+    """
+    try:
+        yield
+    except READ_ERRORS as e:
+        where = find_unreadable_record(list_shards(files))
+        if where is None:
+            raise
+        advice = ("remove the shard or rebuild it from the pictures "
+                  "(ghibli-keras make-tfrecords skips pictures it cannot read)")
+        raise InputError(f"{where}; {advice}" + (f"; {doing}" if doing else "")) from None
+
+
 def _plain(message: str) -> str:
     """TensorFlow's error text without its graph-node wrapper and op suffix."""
     first = re.sub(r"\{\{.*?\}\}\s*", "", message.splitlines()[0])
-    return re.sub(r"\s*\[Op:.*$", "", first).strip()
+    return re.sub(r"\s*\[Op:.*$", "", first).strip().rstrip(".")
 
 
 def parse_example(serialized: tf.Tensor) -> dict:

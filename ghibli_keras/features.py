@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -284,6 +285,27 @@ def image_dataset(source: Source, value_range: Optional[tuple] = None) -> tuple[
     return ds.map(lambda image: tf.cast(image, tf.float32)), count, files
 
 
+@contextlib.contextmanager
+def naming_unreadable(files: list, description: str = "features"):
+    """Within the block, TensorFlow's error for a picture or shard record of `files` that
+    cannot be read becomes an `InputError` naming it (`description` says which set stopped);
+    other errors pass unchanged."""
+    stopped = f"{description}: no features were computed"
+    if files and all(f.endswith(images.TFRECORD_SUFFIXES) for f in files):
+        with data.naming_unreadable_records(files, stopped):
+            yield
+        return
+    try:
+        yield
+    except tf.errors.OpError:
+        for path in files:  # the error path only: find the picture that failed
+            try:
+                images.read_image(path)
+            except images.ImageReadError as e:
+                raise InputError(f"{e}; remove or replace it; {stopped}") from None
+        raise
+
+
 # --------------------------------------------------------------------------------------------
 # Extraction with an on-disk cache
 
@@ -346,7 +368,8 @@ def extract(
 
     compiled = count >= XLA_MIN_IMAGES
     chunks = []
-    with tqdm(total=count, desc=description, unit="img", disable=not progress) as bar:
+    with tqdm(total=count, desc=description, unit="img", disable=not progress) as bar, \
+            naming_unreadable(files, description):
         for batch in ds:  # (B, H, W, 3) in [0, 255]
             if transform is not None:
                 fake = transform(batch / 127.5 - 1.0)  # (B, H, W, 3) in [-1, 1]

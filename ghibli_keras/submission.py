@@ -106,7 +106,13 @@ def _photos(source) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
 
         count = data.count_images(files)
         ds = data.load_tfrecords(files, with_names=True)
-        return count, ((n.decode(), p) for n, p in ds.as_numpy_iterator())
+
+        def records():
+            with data.naming_unreadable_records(files, "no zip was written"):
+                for name, picture in ds.as_numpy_iterator():
+                    yield name.decode(), picture
+
+        return count, records()
 
     def pictures():
         for path in files:

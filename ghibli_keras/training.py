@@ -39,6 +39,8 @@ log = logging.getLogger("ghibli_keras")
 
 SAMPLE_PICTURES = 4  # rows of the per-epoch grid
 METRIC_PHOTOS = 1000  # at most this many held-out photos are translated for KID/FID
+#: What a bad record in the shards leaves, for its message.
+STOPPED = "training stopped here; then rerun the same command to go on from its last backup"
 RERUN_MAY_CHANGE = ("epochs", "decay_epochs", "metrics_every", "inception_weights")
 
 
@@ -227,22 +229,24 @@ def _train(config: Config, workdir, extra_callbacks: Sequence, verbose,
         config = resolve_workdir_config(config, workdir)
     with strategy.scope():
         model = build_model(config, steps, jit_compile=jit)
-    if multiworker:  # Keras 3.15's fit fails here (keras#20585): our own small loop
-        photos, styles = sample_pictures(config)
-        history = multiworker_loop.fit(
-            model, strategy, dataset, epochs=t.epochs, steps_per_epoch=steps, workdir=workdir,
-            sample_photos=photos, sample_styles=styles, verbose=verbose,
-        )
-    else:
-        history = model.fit(
-            dataset,
-            epochs=t.epochs,
-            steps_per_epoch=steps,
-            validation_data=validation,
-            callbacks=make_callbacks(config, workdir, extra_callbacks),
-            shuffle=False,  # the dataset shuffles its shards and records itself
-            verbose=verbose,
-        )
+    shards = [f for f in (d.photos, d.styles, d.heldout_photos) if f]
+    with data.naming_unreadable_records(shards, STOPPED):
+        if multiworker:  # Keras 3.15's fit fails here (keras#20585): our own small loop
+            photos, styles = sample_pictures(config)
+            history = multiworker_loop.fit(
+                model, strategy, dataset, epochs=t.epochs, steps_per_epoch=steps,
+                workdir=workdir, sample_photos=photos, sample_styles=styles, verbose=verbose,
+            )
+        else:
+            history = model.fit(
+                dataset,
+                epochs=t.epochs,
+                steps_per_epoch=steps,
+                validation_data=validation,
+                callbacks=make_callbacks(config, workdir, extra_callbacks),
+                shuffle=False,  # the dataset shuffles its shards and records itself
+                verbose=verbose,
+            )
     if chief:
         cb.plot_losses(workdir / "log.csv", workdir / "loss_curves.png")
         with atomic_path(workdir / "done.json") as tmp:

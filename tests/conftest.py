@@ -31,6 +31,29 @@ def smooth_image(rng: np.random.Generator, height: int, width: int) -> np.ndarra
     return np.rint(top * (1 - fy) + bottom * fy).astype(np.uint8)
 
 
+def shard_with_a_bad_record(path, count: int = 6, bad=3, size: int = 16,
+                            bad_image: bytes = b"not a picture") -> str:
+    """A shard of `count` grey JPEGs named p0, p1, ... whose record `bad` holds `bad_image`
+    instead (`bad=None`: none); returns its path."""
+    from ghibli_keras import data
+
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i in range(count):
+            jpeg = data.encode_jpeg(np.full((size, size, 3), 20 * i, np.uint8))
+            writer.write(data.make_example(f"p{i}", bad_image if i == bad else jpeg,
+                                           "photo").SerializeToString())
+    return str(path)
+
+
+def truncated_shard(path, count: int = 6) -> str:
+    """A shard of `count` good records cut in the middle of one, as an interrupted copy leaves
+    it; returns its path."""
+    shard_with_a_bad_record(path, count, bad=None)
+    content = path.read_bytes()
+    path.write_bytes(content[: len(content) // 2 + 40])  # past the 4th record's 12-byte header
+    return str(path)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

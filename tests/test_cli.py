@@ -108,3 +108,33 @@ def test_the_sample_defaults_work_from_any_folder(tmp_path):
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and "--styles" not in result.stderr, result.stderr
     assert not (tmp_path / "wd").exists()
+
+
+def test_train_says_to_convert_pictures_before_tensorflow(tmp_path):
+    (tmp_path / "pictures" / "sub").mkdir(parents=True)
+    (tmp_path / "pictures" / "sub" / "a.jpg").write_bytes(b"")  # by name: the check reads none
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("")
+    convert = "convert them first: ghibli-keras make-tfrecords"
+    for photos, message in [
+        ("pictures", f"--photos 'pictures' holds pictures, not TFRecord shards; {convert} pictures"),
+        ("pictures/sub/*.jpg", f"matches pictures, not TFRecord shards; {convert} pictures/sub "),
+        ("other", "--photos 'other': a folder with no TFRecord shards (.tfrec, "),
+    ]:
+        result = subprocess.run([sys.executable, "-c", MAIN_WITHOUT_TENSORFLOW, "train",
+                                 "--photos", photos, "--workdir", "wd"],
+                                capture_output=True, text=True, cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "wd").exists()
+
+
+def test_log_lines_go_once_to_the_current_stderr(capsys):
+    """`main` run again in one process (a notebook, these tests) adds no second handler, and
+    writes to the sys.stderr of the moment, not one a previous caller had."""
+    import logging
+
+    for attempt in range(2):
+        cli._log_to_stderr()
+        logging.getLogger("ghibli_keras.test").info("attempt %d", attempt)
+        assert capsys.readouterr().err == f"ghibli-keras: attempt {attempt}\n"

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import smooth_image
+from conftest import shard_with_a_bad_record, smooth_image, truncated_shard
 from ghibli_keras import data, images
 from ghibli_keras.errors import InputError
 
@@ -200,6 +200,45 @@ def test_a_file_shorter_than_a_record_is_not_an_empty_shard(tmp_path):
     path.write_bytes(b"garbage")  # under a record header's 12 bytes: TensorFlow reads no record
     with pytest.raises(InputError, match="tiny00-1.tfrec: not a readable TFRecord file .7 bytes"):
         data.load_tfrecords(str(path))
+
+
+@pytest.mark.parametrize("bad_image, problem", [
+    (b"not a picture", "the image is not a JPEG picture"),
+    (b"\x89PNG\r\n\x1a\n...", "the image is a PNG picture; the Kaggle schema (and training's "
+                            "crop-while-decoding) needs JPEG"),
+    (data.encode_jpeg(np.zeros((64, 64, 3), np.uint8))[:200], "the image does not decode ("),
+])
+def test_a_record_whose_image_cannot_be_used_is_named(tmp_path, bad_image, problem):
+    good = _constant_shards(tmp_path / "good", "photo", [10, 60])
+    bad = shard_with_a_bad_record(tmp_path / "bad00-6.tfrec", bad=3, bad_image=bad_image)
+    assert data.find_unreadable_record(data.list_shards(good)) is None
+    assert data.find_unreadable_record([bad, *data.list_shards(good)]).startswith(
+        f"{bad}: record 3 (image_name 'p3'): {problem}")
+    with pytest.raises(InputError) as info:
+        with data.naming_unreadable_records([good, bad], "nothing was written"):
+            for jpeg in tf.data.TFRecordDataset([bad]).map(lambda r: data.parse_example(r)["image"]):
+                data.random_window(jpeg, tf.constant([1, 2]), 20, 16)  # as training reads it
+    message = str(info.value)
+    assert message.startswith(f"{bad}: record 3 (image_name 'p3'): {problem}")
+    assert "make-tfrecords" in message and message.endswith("; nothing was written")
+    assert "{{" not in message and "[Op:" not in message
+
+
+def test_a_truncated_shard_is_named_where_it_ends(tmp_path):
+    cut = truncated_shard(tmp_path / "photos.tfrec")  # no count in the name: counting reads it
+    with pytest.raises(InputError, match=r"photos.tfrec: cannot be read from record 3 on \(.*"
+                                         r"truncated.*; its images could not be counted$"):
+        data.count_images(cut)
+    with pytest.raises(InputError, match=r"photos.tfrec: cannot be read from record 3 on "):
+        with data.naming_unreadable_records(cut):
+            list(data.load_tfrecords(cut))
+
+
+def test_other_errors_pass_through_unchanged(tmp_path):
+    good = _constant_shards(tmp_path, "photo", [10, 60])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not about the data"):
+        with data.naming_unreadable_records(good):
+            raise tf.errors.InvalidArgumentError(None, None, "not about the data")
 
 
 @pytest.mark.parametrize("resize_on_device", [True, False])

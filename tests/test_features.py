@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import SAMPLE, smooth_image
+from conftest import SAMPLE, shard_with_a_bad_record, smooth_image
 from ghibli_keras import data, features, images
 from ghibli_keras.errors import InputError
 
@@ -153,6 +153,21 @@ def test_source_errors(tmp_path):
         images.resolve_files(str(tmp_path / "*.png"))
     kind, files = images.resolve_files(os.path.join(SAMPLE, "ghibli", "*.tfrec"))
     assert kind == "shards" and files
+
+
+def test_an_unreadable_picture_or_record_is_named(random_extractor, tmp_path, rng):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(smooth_image(rng, 40, 40)).save(folder / f"{i}.png")
+    (folder / "1b.png").write_text("not a picture")
+    with pytest.raises(InputError, match=r"1b.png: not a picture Pillow can read; remove or "
+                                         r"replace it; REAL: no features were computed$"):
+        features.extract(str(folder), random_extractor, cache=False, description="REAL")
+    bad = shard_with_a_bad_record(tmp_path / "photos00-6.tfrec")
+    with pytest.raises(InputError, match=r"photos00-6.tfrec: record 3 \(image_name 'p3'\): the "
+                                         r"image is not a JPEG picture.*make-tfrecords"):
+        features.extract(bad, random_extractor, cache=False)
 
 
 # --------------------------------------------------------------------------------------------

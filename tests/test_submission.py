@@ -112,3 +112,16 @@ def test_submission_from_picture_files(trained_workdir, tmp_path, rng):
     assert rc == 0
     with zipfile.ZipFile(out) as archive:
         assert sorted(archive.namelist()) == ["p0.jpg", "p1.jpg", "p2.jpg"]
+
+
+def test_a_shard_record_that_does_not_decode_stops_it_by_name(trained_workdir, tmp_path, capsys):
+    from conftest import shard_with_a_bad_record
+
+    bad = shard_with_a_bad_record(tmp_path / "photo00-6.tfrec")
+    out = tmp_path / "images.zip"
+    rc = cli.main(["submission", str(trained_workdir), "--photos", bad, "--out", str(out),
+                   "--size", "32", "--min-images", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "photo00-6.tfrec: record 3 (image_name 'p3'): the image is not a JPEG picture" in err
+    assert err.rstrip().endswith("no zip was written") and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".tmp-*"))

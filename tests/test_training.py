@@ -67,6 +67,19 @@ def test_bad_shards_leave_no_workdir_and_a_plain_message(tmp_path):
     assert not (tmp_path / "w" / "config.json").exists()
 
 
+def test_a_record_that_does_not_decode_stops_training_by_name(tmp_path):
+    from conftest import shard_with_a_bad_record
+
+    (tmp_path / "photos").mkdir()
+    bad = shard_with_a_bad_record(tmp_path / "photos" / "photo00-6.tfrec", size=40)
+    with pytest.raises(InputError) as info:
+        training.train(tiny_test_config(**{"data.photos": str(tmp_path / "photos")}),
+                       tmp_path / "w", verbose=0)
+    message = str(info.value)
+    assert message.startswith(f"{bad}: record 3 (image_name 'p3'): the image is not a JPEG picture")
+    assert message.endswith(training.STOPPED) and "{{" not in message
+
+
 class _StopAtEpoch(keras.callbacks.Callback):
     """Simulates a kill at the start of an epoch (after the previous epoch's backup)."""
 
