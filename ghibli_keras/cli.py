@@ -178,6 +178,19 @@ def cmd_make_tfrecords(args: argparse.Namespace) -> int:
     return 0
 
 
+def override_with_flags(config, flags: dict):
+    """`config.override(**flags)` (which validates), its messages naming the command line's
+    flags (`--load-size`) instead of the config fields (`data.load_size`) they set."""
+    import re
+
+    try:
+        return config.override(**flags)
+    except InputError as e:
+        names = {key: "--" + key.partition(".")[2].replace("_", "-") for key in flags}
+        raise InputError(re.sub(r"\b(?:data|model|train)\.\w+",
+                                lambda m: names.get(m.group(0), m.group(0)), str(e))) from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import get_preset, locate_sample
 
@@ -200,26 +213,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     decay_epochs = args.decay_epochs
     if args.epochs is not None and decay_epochs is None:  # keep the preset's proportion
         decay_epochs = round(config.train.decay_epochs * args.epochs / config.train.epochs)
-    config = config.override(
-        **{
-            "data.photos": photos,
-            "data.styles": styles,
-            "data.heldout_photos": heldout,
-            "data.image_size": args.image_size,
-            "data.load_size": load_size or args.load_size,
-            "train.epochs": args.epochs,
-            "train.decay_epochs": decay_epochs,
-            "train.steps_per_epoch": args.steps_per_epoch,
-            "train.batch_size": args.batch_size,
-            "train.learning_rate": args.learning_rate,
-            "train.strategy": args.strategy,
-            "train.mixed_precision": args.mixed_precision,
-            "train.xla": args.xla,
-            "train.steps_per_execution": args.steps_per_execution,
-            "train.metrics_every": args.metrics_every,
-            "train.inception_weights": args.inception_weights,
-        }
-    )
+    flags = {
+        "data.photos": photos,
+        "data.styles": styles,
+        "data.heldout_photos": heldout,
+        "data.image_size": args.image_size,
+        "data.load_size": load_size or args.load_size,
+        "train.epochs": args.epochs,
+        "train.decay_epochs": decay_epochs,
+        "train.steps_per_epoch": args.steps_per_epoch,
+        "train.batch_size": args.batch_size,
+        "train.learning_rate": args.learning_rate,
+        "train.strategy": args.strategy,
+        "train.mixed_precision": args.mixed_precision,
+        "train.xla": args.xla,
+        "train.steps_per_execution": args.steps_per_execution,
+        "train.metrics_every": args.metrics_every,
+        "train.inception_weights": args.inception_weights,
+    }
+    config = override_with_flags(config, flags)
     check_weights(config.train.inception_weights)
     if not heldout:  # override() skips None values: clear the preset's held-out set here
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, heldout_photos=None))
@@ -418,7 +430,12 @@ def non_negative_float(text: str) -> float:
 
 
 def positive_float(text: str) -> float:
-    value = non_negative_float(text)
+    try:
+        value = non_negative_float(text)
+    except argparse.ArgumentTypeError:
+        if text.lstrip().startswith("-"):
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}") from None
+        raise
     if value == 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
@@ -599,7 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training crop side (a multiple of 4; at least 12 for tiny, 24 for paper; "
                         "multiples of 256 for kaggle's U-Net)")
     p.add_argument("--load-size", type=positive_int, help="resize before cropping")
-    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--learning-rate", type=positive_float)
     p.add_argument("--strategy", choices=["auto", "cpu", "gpu", "mirrored", "tpu", "multiworker"])
     p.add_argument("--mixed-precision", choices=["auto", "off", "bf16", "fp16"],
                    help="auto: bf16 where the hardware computes it faster than float32, else off; "

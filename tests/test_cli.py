@@ -138,3 +138,16 @@ def test_log_lines_go_once_to_the_current_stderr(capsys):
         cli._log_to_stderr()
         logging.getLogger("ghibli_keras.test").info("attempt %d", attempt)
         assert capsys.readouterr().err == f"ghibli-keras: attempt {attempt}\n"
+
+
+def test_train_setting_errors_name_the_flags_before_tensorflow(tmp_path):
+    for args, message in [
+        (["--learning-rate", "-1"], "argument --learning-rate: must be positive, got -1"),
+        (["--epochs", "3", "--decay-epochs", "9"], "error: --decay-epochs must be in 0..epochs (3), got 9"),
+        (["--image-size", "64", "--load-size", "32"], "error: --load-size (32) must be >= --image-size (64)"),
+    ]:
+        result = subprocess.run([sys.executable, "-c", MAIN_WITHOUT_TENSORFLOW, "train", "--preset",
+                                 "tiny", "--workdir", "wd", *args],
+                                capture_output=True, text=True, cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert not (tmp_path / "wd").exists()
