@@ -196,7 +196,12 @@ class Translator:
             if direction != "photo2style":
                 raise InputError(f"{path} is an export of G (photo2style) only; use the workdir "
                                  f"or its model.keras for {direction}")
-            loaded = tf.saved_model.load(str(path))
+            try:
+                loaded = tf.saved_model.load(str(path))
+            except (OSError, ValueError, tf.errors.OpError) as e:  # a damaged or partial copy
+                raise InputError(f"{path}: not a SavedModel TensorFlow can load "
+                                 f"({str(e).splitlines()[0]}); export it again with "
+                                 f"`ghibli-keras export`") from None
             if not hasattr(loaded, "translate"):
                 raise InputError(f"{path}: a SavedModel without the 'translate' endpoint of "
                                  f"`ghibli-keras export`")

@@ -195,6 +195,14 @@ def test_a_damaged_keras_file_is_named_as_such(tmp_path):
     assert "not a .keras model" in str(error.value) and "File not found" not in str(error.value)
 
 
+def test_a_damaged_saved_model_is_named_as_such(tmp_path):
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "saved_model.pb").write_bytes(b"not a protocol buffer")
+    with pytest.raises(InputError, match=r"export: not a SavedModel TensorFlow can load \(.*\); "
+                                         r"export it again with `ghibli-keras export`$"):
+        inference.Translator.load(tmp_path / "export")
+
+
 # ------------------------------------------------------------------------------ export
 
 
