@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import data, images
-from .errors import InputError
+from .errors import InputError, gist, warnings_only_if_it_works
 from .files import atomic_path, keras_cache_path
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ def inception(weights: Optional[str] = "imagenet") -> FeatureExtractor:
         except Exception as e:  # keras.utils.get_file raises a plain Exception when offline
             if keras_weights_cache_path().is_file():
                 raise
-            raise InputError(offline_message(str(e).splitlines()[0] if str(e) else type(e).__name__)) from None
+            raise InputError(offline_message(gist(e))) from None
         return FeatureExtractor("keras.applications InceptionV3, imagenet weights",
                                 "keras-inception-v3-imagenet", _keras_features(model))
     path = Path(weights)
@@ -176,11 +176,12 @@ def inception(weights: Optional[str] = "imagenet") -> FeatureExtractor:
     if path.suffix == ".pb":
         return _ttur_extractor(path)
     try:
-        model = _keras_inception(str(path))
+        with warnings_only_if_it_works():
+            model = _keras_inception(str(path))
     except (ValueError, OSError, KeyError) as e:
         raise InputError(
             f"--inception-weights {weights!r}: not InceptionV3 weights without the top "
-            f"({KERAS_WEIGHTS_FILE}) nor the TTUR graph ({TTUR_GRAPH_FILE}): {str(e).splitlines()[0]}"
+            f"({KERAS_WEIGHTS_FILE}) nor the TTUR graph ({TTUR_GRAPH_FILE}): {gist(e)}"
         ) from None
     return FeatureExtractor(f"keras.applications InceptionV3, weights {path.name}",
                             f"keras-inception-v3-{_file_digest(path)}", _keras_features(model))

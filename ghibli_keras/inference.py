@@ -28,7 +28,7 @@ import tensorflow as tf
 from . import images
 from .callbacks import to_uint8
 from .config import XLA_CHOICES
-from .errors import InputError
+from .errors import InputError, gist
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ class Translator:
                 loaded = tf.saved_model.load(str(path))
             except (OSError, ValueError, tf.errors.OpError) as e:  # a damaged or partial copy
                 raise InputError(f"{path}: not a SavedModel TensorFlow can load "
-                                 f"({str(e).splitlines()[0]}); export it again with "
+                                 f"({gist(e)}); export it again with "
                                  f"`ghibli-keras export`") from None
             if not hasattr(loaded, "translate"):
                 raise InputError(f"{path}: a SavedModel without the 'translate' endpoint of "
@@ -218,7 +218,7 @@ class Translator:
         try:
             loaded = keras.models.load_model(path, compile=False)
         except Exception as e:  # Keras raises ValueError, OSError, zipfile errors...
-            raise InputError(f"{path}: not a model Keras can load ({str(e).splitlines()[0]})") from None
+            raise InputError(f"{path}: not a model Keras can load ({gist(e)})") from None
         if hasattr(loaded, "generator_g"):
             generator = loaded.generator_g if direction == "photo2style" else loaded.generator_f
         elif direction == "photo2style":

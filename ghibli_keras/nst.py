@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import images
-from .errors import InputError
+from .errors import InputError, gist, warnings_only_if_it_works
 from .files import keras_cache_path
 
 CONTENT_LAYERS = ("block5_conv2",)
@@ -132,9 +132,10 @@ def feature_extractor(weights: Optional[str] = "imagenet") -> keras.Model:
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise InputError(f"VGG19 weights file {weights!r} not found")
     try:
-        vgg = keras.applications.VGG19(include_top=False, weights=weights)
+        with warnings_only_if_it_works():
+            vgg = keras.applications.VGG19(include_top=False, weights=weights)
     except Exception as e:  # urllib/http errors, h5py errors, layer-count mismatches
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        first = gist(e)
         if weights == "imagenet":
             raise InputError(offline_message(first)) from None
         raise InputError(f"{weights}: not VGG19 weights without the top ({first})") from None

@@ -1,6 +1,7 @@
 """Inception features: shapes, value ranges, sources, the cache, the TTUR graph, offline use."""
 
 import os
+import re
 
 import keras
 import numpy as np
@@ -143,6 +144,17 @@ def test_offline_and_bad_weights_messages(tmp_path, monkeypatch):
     junk.write_bytes(b"not weights")
     with pytest.raises(InputError, match="not InceptionV3 weights"):
         features.inception(str(junk))
+
+
+def test_weights_of_another_network_one_line_without_keras_warnings(vgg_weights_file):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(InputError) as info:
+        warnings.simplefilter("always")
+        features.inception(str(vgg_weights_file))
+    assert "not InceptionV3 weights" in str(info.value)
+    assert re.search(r"Layer '\w+' expected 1 variables, but received 2", str(info.value))  # Keras' 2nd line
+    assert "\n" not in str(info.value) and not caught  # no per-layer "Skipping nested container"
 
 
 def test_source_errors(tmp_path):
