@@ -55,6 +55,13 @@ def existing_dir(text: str) -> Path:
     return path
 
 
+def file_prefix(text: str) -> str:
+    """A shard-name prefix: part of a file name, so no folder separator."""
+    if not text or "/" in text or os.sep in text:
+        raise argparse.ArgumentTypeError(f"must be the start of a file name (no '/'), got {text!r}")
+    return text
+
+
 def output_dir(text: str) -> Path:
     path = Path(text)
     if path.exists() and not path.is_dir():
@@ -570,7 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("src_dir", type=existing_dir, metavar="SRC_DIR")
     p.add_argument("out_dir", type=output_dir, metavar="OUT_DIR")
-    p.add_argument("--prefix", required=True, help="shard name prefix, e.g. 'ghibli' or 'photo'")
+    p.add_argument("--prefix", required=True, type=file_prefix,
+                   help="shard name prefix, e.g. 'ghibli' or 'photo'")
     p.add_argument(
         "--size",
         type=positive_int,

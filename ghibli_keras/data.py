@@ -252,8 +252,8 @@ def write_tfrecords(
     skipped: list[tuple[Path, str]] = []
     workers = workers or os.cpu_count() or 1
     chunk = 8 * workers  # bounded look-ahead: at most this many encoded pictures in memory
-    bar = _progress(total=len(files), desc=f"{prefix} shards", enabled=progress)
-    with ShardWriter(out_dir, prefix, shard_size) as writer, ThreadPoolExecutor(workers) as pool:
+    with ShardWriter(out_dir, prefix, shard_size) as writer, ThreadPoolExecutor(workers) as pool, \
+            _progress(total=len(files), desc=f"{prefix} shards", enabled=progress) as bar:
         if overwrite:
             for path in old:
                 path.unlink()
@@ -273,7 +273,6 @@ def write_tfrecords(
                 f"none of the {len(files)} file(s) in {str(src)!r} could be read: "
                 + "; ".join(f"{p.name}: {r}" for p, r in skipped[:3])
             )
-    bar.close()
     return WriteReport(shards=writer.shards, num_images=writer.num_records, skipped=skipped)
 
 

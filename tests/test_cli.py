@@ -43,6 +43,8 @@ def test_errors_before_tensorflow_is_imported(tmp_path):
         ([str(tmp_path / "missing"), str(tmp_path / "out"), "--prefix", "p"], "does not exist"),
         ([str(tmp_path / "empty"), str(tmp_path / "out"), "--prefix", "p"], "no pictures found"),
         ([str(tmp_path / "empty"), str(tmp_path / "out"), "--prefix", "p", "--size", "-3"], "--size"),
+        ([str(tmp_path / "empty"), str(tmp_path / "out"), "--prefix", "../p"],
+         "argument --prefix: must be the start of a file name (no '/'), got '../p'"),
     ]:
         result = subprocess.run(
             [sys.executable, "-c", MAIN_WITHOUT_TENSORFLOW, "make-tfrecords", *args],
