@@ -2,7 +2,7 @@
 
     python benchmarks/train_step.py [--quick] [--presets tiny,paper] [--batches 1,4]
                                     [--xla off,on] [--precision off,bf16,fp16] [--steps 5]
-                                    [--spe 1,20]
+                                    [--spe 1,20] [--reference auto|conv|matmul]
 
 For each combination it builds the preset's CycleGAN (synthetic data at the preset's crop
 size), times `fit` steps after the first (compilation) and prints seconds per step, images/s
@@ -10,6 +10,9 @@ size), times `fit` steps after the first (compilation) and prints seconds per st
 FLOPs, as a fraction of the fp32 rate of a large 3x3 convolution measured in the same process
 just before and just after each row (the host's load drifts; a peak measured once moved the
 ratios by up to ±0.1).
+On a GPU (`--reference auto` there, or `matmul` anywhere) the reference is instead the rate
+of a large bfloat16 matrix product (issue 8's target 5: the fraction of it at batch 8, bf16 +
+XLA) and the memory column the GPU's peak allocation during the row.
 With several `--spe` values (`steps_per_execution`: steps run per call from Python) it also
 prints how much faster each is than the first: the per-step Python and dispatch overhead.
 
@@ -58,6 +61,22 @@ def conv_peak(seconds: float = 2.0) -> float:
     return best
 
 
+MATMUL_SIZE = 8192  # (n, n) @ (n, n) bf16: enough work to keep a GPU's tensor cores busy
+
+
+def matmul_peak(seconds: float = 2.0, size: int = MATMUL_SIZE) -> float:
+    """bf16 GFLOP/s of an `(size, size) @ (size, size)` product (the GPU target's reference)."""
+    a = tf.cast(tf.random.uniform([size, size]), tf.bfloat16)
+    b = tf.cast(tf.random.uniform([size, size]), tf.bfloat16)
+    product = tf.function(tf.autograph.experimental.do_not_convert(lambda: tf.matmul(a, b)[0, 0]))
+    product().numpy()  # one element back: waits for the product without copying it
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        product().numpy()
+        n += 1
+    return n * 2.0 * size**3 / (time.perf_counter() - start) / 1e9
+
+
 class PeakBeside:
     """The fp32 convolution peak measured just before and just after each measurement: a
     measurement's peak is the mean of the two, and its 'after' is the next one's 'before' (the
@@ -89,6 +108,14 @@ def peak_rss_gib() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def peak_gpu_gib(reset: bool = False) -> float:
+    """The first GPU's peak allocation since the last reset (`reset=True`: reset it, give 0)."""
+    if reset:
+        tf.config.experimental.reset_memory_stats("GPU:0")
+        return 0.0
+    return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**30
 
 
 def time_step(config, batch: int, xla: bool, precision: str, steps: int, spe: int = 1) -> float:
@@ -124,7 +151,13 @@ def main() -> None:
     parser.add_argument("--precision", default="off,bf16")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--spe", default="1", help="steps_per_execution values, e.g. 1,20")
+    parser.add_argument("--reference", choices=("auto", "conv", "matmul"), default="auto",
+                        help="what each row is a fraction of: the fp32 3x3 convolution peak, or a "
+                             "bf16 matmul's rate (auto: matmul on a GPU)")
+    parser.add_argument("--matmul-size", type=int, default=MATMUL_SIZE)
     args = parser.parse_args()
+    gpu = bool(tf.config.list_logical_devices("GPU"))
+    matmul = args.reference == "matmul" or (args.reference == "auto" and gpu)
     presets = ["tiny"] if args.quick else args.presets.split(",")
     batches = [int(b) for b in args.batches.split(",")]
     xlas, precisions = args.xla.split(","), args.precision.split(",")
@@ -135,12 +168,23 @@ def main() -> None:
     time_step(get_preset(presets[0]), batches[0], xlas[0] == "on", precisions[0], 2)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, bf16 instructions: "
           f"{'yes' if bf16_supported() else 'no'}; TensorFlow {tf.__version__}, Keras {keras.__version__}")
-    print(f"peak: fp32 3x3 convolution (best of {len(PEAK_SHAPES)} large shapes), GFLOP/s, the mean "
-          f"of its measurements just before and just after the row")
-    print("peak RSS: the process's peak resident memory after the row (rows run in order)")
+    if matmul:
+        print(f"peak: a ({args.matmul_size}, {args.matmul_size}) @ ({args.matmul_size}, "
+              f"{args.matmul_size}) bf16 matmul, GFLOP/s, the mean of its measurements just "
+              f"before and just after the row")
+    else:
+        print(f"peak: fp32 3x3 convolution (best of {len(PEAK_SHAPES)} large shapes), GFLOP/s, "
+              f"the mean of its measurements just before and just after the row")
+    memory, memory_label = peak_rss_gib, "peak RSS"
+    if gpu:
+        memory, memory_label = peak_gpu_gib, "peak GPU"
+        print(f"peak GPU: the GPU's peak allocation during the row ({tf.config.list_logical_devices('GPU')[0].name})")
+    else:
+        print("peak RSS: the process's peak resident memory after the row (rows run in order)")
     print(f"{'preset':8} {'batch':>5} {'xla':>4} {'prec':>5} {'spe':>4} {'s/step':>8} {'img/s':>7} "
-          f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'peak':>6} {'of peak':>7} {'peak RSS':>9}")
-    peaks = PeakBeside(ROW_PEAK_SECONDS)
+          f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'peak':>6} {'of peak':>7} {memory_label:>9}")
+    measure = (lambda seconds: matmul_peak(seconds, args.matmul_size)) if matmul else None
+    peaks = PeakBeside(ROW_PEAK_SECONDS, measure)
     for name in presets:
         config = get_preset(name)
         for batch in batches:
@@ -149,8 +193,10 @@ def main() -> None:
                 for precision in precisions:
                     first = None  # (spe, seconds) of the first --spe value
                     for spe in spes:
+                        if gpu:
+                            peak_gpu_gib(reset=True)
                         (seconds, rss), peak = peaks.around(lambda: (
-                            time_step(config, batch, xla == "on", precision, steps, spe), peak_rss_gib()))
+                            time_step(config, batch, xla == "on", precision, steps, spe), memory()))
                         rate = flops / seconds / 1e9
                         gain = "" if first is None else f"  {first[1] / seconds:.2f}x as fast as spe {first[0]}"
                         first = first or (spe, seconds)

@@ -67,6 +67,9 @@ def test_peak_beside_each_measurement_is_the_mean_of_the_peaks_around_it():
 SMOKE_RUNS = [
     ("train_step.py", ["--quick", "--batches", "1", "--xla", "off", "--precision", "off"],
      r"tiny +1 +off +off +1 +[\d.]+ .* 0\.\d\d +[\d.]+ GiB"),
+    ("train_step.py", ["--quick", "--batches", "1", "--xla", "off", "--precision", "off",
+                       "--reference", "matmul", "--matmul-size", "512"],  # the GPU target's form
+     r"peak: a \(512, 512\) @ \(512, 512\) bf16 matmul(.*\n)+tiny +1 +off +off +1 +[\d.]+ .* [\d.]+ GiB"),
     ("profile_step.py", ["--quick", "--xla", "off"], r"whole step: [\d.]+ s measured .* of peak"),
     ("inference.py", ["--quick", "--precisions", "off"], r"7,038 Kaggle photos .* \d+ min"),
     ("input_pipeline.py", ["--quick"], r"ratio pipeline / ceiling: +[\d.]+"),
