@@ -313,10 +313,16 @@ def cmd_fid(args: argparse.Namespace) -> int:
 
 def check_model(text: str) -> Path:
     """MODEL: a workdir (with model.keras), a .keras file or a SavedModel folder."""
+    from .files import check_keras_archive
+
     path = Path(text)
     if path.is_file() and path.suffix == ".keras":
+        check_keras_archive(path)
         return path
-    if path.is_dir() and ((path / "model.keras").is_file() or (path / "saved_model.pb").is_file()):
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        return path
+    if path.is_dir() and (path / "model.keras").is_file():
+        check_keras_archive(path / "model.keras")
         return path
     if not path.exists():
         raise InputError(f"MODEL {text!r}: no such file or folder")

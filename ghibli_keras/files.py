@@ -34,3 +34,15 @@ def keras_cache_path(filename: str) -> Path:
     (default `~/.keras/models/`)."""
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     return Path(home) / "models" / filename
+
+
+def check_keras_archive(path: Path) -> None:
+    """A `.keras` file is a zip archive: `InputError` if `path` is not one (Keras itself says
+    "File not found" of a damaged file). Reads the zip's end record only."""
+    import zipfile
+
+    from .errors import InputError
+
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path}: not a .keras model (a .keras file is a zip archive; this "
+                         f"one is damaged or something else)")

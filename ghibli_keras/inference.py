@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -29,6 +28,7 @@ from . import images
 from .callbacks import to_uint8
 from .config import XLA_CHOICES
 from .errors import InputError, gist
+from .files import check_keras_archive
 
 log = logging.getLogger(__name__)
 
@@ -212,9 +212,7 @@ class Translator:
                 raise InputError(f"{model}: neither a workdir with model.keras nor a SavedModel")
         if not path.is_file():
             raise InputError(f"{model}: no such file or folder")
-        if not zipfile.is_zipfile(path):  # Keras would say "File not found" of a corrupt file
-            raise InputError(f"{path}: not a .keras model (a .keras file is a zip archive; this "
-                             f"one is damaged or something else)")
+        check_keras_archive(path)
         try:
             loaded = keras.models.load_model(path, compile=False)
         except Exception as e:  # Keras raises ValueError, OSError, zipfile errors...

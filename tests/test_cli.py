@@ -153,3 +153,15 @@ def test_train_setting_errors_name_the_flags_before_tensorflow(tmp_path):
                                 capture_output=True, text=True, cwd=tmp_path)
         assert result.returncode == 2 and message in result.stderr, result.stderr
     assert not (tmp_path / "wd").exists()
+
+
+def test_a_damaged_keras_file_is_refused_before_tensorflow(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.keras").write_bytes(b"PK\x03\x04 cut short")
+    (tmp_path / "a.png").write_bytes(b"")
+    damaged = "model.keras: not a .keras model (a .keras file is a zip archive; this one is damaged"
+    for args in (["translate", "run", "a.png", "--out", "out"], ["export", "run/model.keras", "--out", "exp"],
+                 ["ui", "--model", "run"]):
+        result = subprocess.run([sys.executable, "-c", MAIN_WITHOUT_TENSORFLOW, *args],
+                                capture_output=True, text=True, cwd=tmp_path)
+        assert result.returncode == 2 and damaged in result.stderr, result.stderr
