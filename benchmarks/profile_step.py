@@ -36,7 +36,7 @@ import tensorflow as tf  # noqa: E402
 
 from ghibli_keras import models  # noqa: E402
 from ghibli_keras.config import get_preset  # noqa: E402
-from flops import conv_groups, conv_shapes, layer_flops, step_flops  # noqa: E402
+from flops import conv_groups, layer_flops, step_flops  # noqa: E402
 from train_step import POLICIES, PeakBeside, peak_rss_gib, time_step  # noqa: E402
 
 

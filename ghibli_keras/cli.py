@@ -199,8 +199,9 @@ def override_with_flags(config, flags: dict):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import get_preset, locate_sample
+    from .config import get_preset, locate_sample, tf_config
 
+    tf_config()  # a cluster's TF_CONFIG (several workers) checked before TensorFlow reads it
     config = get_preset(args.preset)
     photos = args.photos or locate_sample(config.data.photos)
     styles = args.styles or locate_sample(config.data.styles)

@@ -257,3 +257,42 @@ def get_preset(name: str) -> Config:
     if name not in PRESETS:
         raise InputError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     return PRESETS[name]().validated()
+
+
+def tf_config(raw: Optional[str] = None) -> dict:
+    """`TF_CONFIG` (or `raw`) parsed and checked, {} when unset: a JSON object whose `cluster`
+    maps task types to lists of "host:port" addresses and whose `task` names one of them by
+    type and index. Imports no TensorFlow, so the command line checks it first.
+
+    Raises:
+        InputError: what is wrong, quoting TF_CONFIG.
+    """
+    import os
+
+    raw = os.environ.get("TF_CONFIG", "") if raw is None else raw
+    if not raw.strip():
+        return {}
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise InputError(f"TF_CONFIG is not valid JSON ({e}): {raw[:80]!r}") from None
+    example = ('e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+               '"task": {"type": "worker", "index": 0}}')
+    cluster = config.get("cluster", {}) if isinstance(config, dict) else None
+    if not isinstance(cluster, dict):
+        raise InputError(f"TF_CONFIG must be a JSON object with a 'cluster' object, {example}")
+    for kind, addresses in cluster.items():
+        if not (isinstance(addresses, list) and addresses
+                and all(isinstance(a, str) and ":" in a for a in addresses)):
+            raise InputError(f"TF_CONFIG cluster[{kind!r}] must be a list of 'host:port' "
+                             f"addresses, got {addresses!r}")
+    task = config.get("task", {})
+    if cluster and task:
+        kind, index = task.get("type", "worker"), task.get("index", 0)
+        if kind not in cluster:
+            raise InputError(f"TF_CONFIG task type {kind!r} is not in the cluster "
+                             f"({', '.join(cluster)}), {example}")
+        if not (isinstance(index, int) and 0 <= index < len(cluster[kind])):
+            raise InputError(f"TF_CONFIG task index {index!r} is out of range: the cluster has "
+                             f"{len(cluster[kind])} {kind} task(s), indices 0..{len(cluster[kind]) - 1}")
+    return config

@@ -439,7 +439,7 @@ def naming_unreadable_records(files: Files, doing: str = ""):
     """
     try:
         yield
-    except READ_ERRORS as e:
+    except READ_ERRORS:
         where = find_unreadable_record(list_shards(files))
         if where is None:
             raise

@@ -7,15 +7,13 @@ several GPUs; one GPU; the CPU. Every choice is logged.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from typing import Optional
 
 import keras
 import tensorflow as tf
 
-from .config import XLA_CHOICES
+from .config import XLA_CHOICES, tf_config
 from .errors import InputError
 
 log = logging.getLogger("ghibli_keras")
@@ -25,14 +23,7 @@ POLICIES = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16", "off": "float32"}
 
 def _cluster_tasks() -> int:
     """Number of tasks in TF_CONFIG's cluster (0 without TF_CONFIG)."""
-    raw = os.environ.get("TF_CONFIG")
-    if not raw:
-        return 0
-    try:
-        cluster = json.loads(raw).get("cluster", {})
-    except json.JSONDecodeError as e:
-        raise InputError(f"TF_CONFIG is not valid JSON ({e}): {raw[:80]!r}") from None
-    return sum(len(tasks) for tasks in cluster.values())
+    return sum(len(tasks) for tasks in tf_config().get("cluster", {}).values())
 
 
 def _tpu() -> Optional[tf.distribute.Strategy]:
@@ -100,17 +91,16 @@ def get(name: str = "auto") -> tf.distribute.Strategy:
 
 
 def task_description() -> str:
-    task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
+    task = tf_config().get("task", {})
     return f"{task.get('type', 'worker')} {task.get('index', 0)}"
 
 
 def is_chief() -> bool:
     """True for the task that writes checkpoints, logs and pictures: the `chief`, or worker 0
     when the cluster has no chief, or the only process when there is no cluster."""
-    raw = os.environ.get("TF_CONFIG")
-    if not raw:
+    config = tf_config()
+    if not config:
         return True
-    config = json.loads(raw)
     task = config.get("task", {})
     if "chief" in config.get("cluster", {}):
         return task.get("type") == "chief"

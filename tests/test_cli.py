@@ -165,3 +165,13 @@ def test_a_damaged_keras_file_is_refused_before_tensorflow(tmp_path):
         result = subprocess.run([sys.executable, "-c", MAIN_WITHOUT_TENSORFLOW, *args],
                                 capture_output=True, text=True, cwd=tmp_path)
         assert result.returncode == 2 and damaged in result.stderr, result.stderr
+
+
+def test_a_bad_tf_config_is_refused_before_tensorflow(tmp_path):
+    env = {**os.environ, "TF_CONFIG": '{"cluster": {"worker": ["localhost:1"]}, '
+                                      '"task": {"type": "worker", "index": 3}}'}
+    result = subprocess.run([sys.executable, "-c", MAIN_WITHOUT_TENSORFLOW, "train", "--preset",
+                             "tiny", "--strategy", "multiworker", "--workdir", "wd"],
+                            capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "TF_CONFIG task index 3 is out of range: the cluster has 1 worker task(s)" in result.stderr

@@ -80,3 +80,28 @@ def test_sample_paths_are_found_from_another_folder(tmp_path, monkeypatch):
     assert locate_sample(f"{SAMPLE_DIR}/nothing/*.tfrec") == f"{SAMPLE_DIR}/nothing/*.tfrec"
     (tmp_path / SAMPLE_DIR).mkdir(parents=True)  # a folder of that name here comes first
     assert locate_sample(SAMPLE_DIR) == SAMPLE_DIR
+
+
+@pytest.mark.parametrize("raw, message", [
+    ("{bad", "TF_CONFIG is not valid JSON"),
+    ("[1]", "TF_CONFIG must be a JSON object with a 'cluster' object, e.g."),
+    ('{"cluster": {"worker": "h:1"}}', "cluster['worker'] must be a list of 'host:port' addresses, got 'h:1'"),
+    ('{"cluster": {"worker": ["h:1"]}, "task": {"type": "chief", "index": 0}}',
+     "task type 'chief' is not in the cluster (worker)"),
+    ('{"cluster": {"worker": ["h:1", "h:2"]}, "task": {"type": "worker", "index": 2}}',
+     "task index 2 is out of range: the cluster has 2 worker task(s), indices 0..1"),
+])
+def test_tf_config_errors_say_what_is_wrong(raw, message):
+    from ghibli_keras.config import tf_config
+
+    with pytest.raises(InputError) as info:
+        tf_config(raw)
+    assert message in str(info.value)
+
+
+def test_tf_config_unset_or_valid():
+    from ghibli_keras.config import tf_config
+
+    assert tf_config("") == {}
+    two = '{"cluster": {"chief": ["h:1"], "worker": ["h:2"]}, "task": {"type": "worker", "index": 0}}'
+    assert tf_config(two)["cluster"]["worker"] == ["h:2"]
