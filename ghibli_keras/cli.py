@@ -276,14 +276,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The fewest images a set can have for a covariance (and so FID, KID, MiFID).
+FID_MIN_SET = 2
+
+
+def _too_few(flag: str, source: str, count: int) -> InputError:
+    return InputError(f"{flag} {source!r}: {count} image(s); the scores compare covariances, "
+                      f"which need at least {FID_MIN_SET} images a set (thousands for a stable FID)")
+
+
 def cmd_fid(args: argparse.Namespace) -> int:
     from .images import resolve_files
 
     for flag, source in (("REAL", args.real), ("FAKE", args.fake)):
         try:
-            resolve_files(source)
+            kind, files = resolve_files(source)
         except InputError as e:
             raise InputError(f"{flag}: {e}") from None
+        if kind == "images" and len(files) < FID_MIN_SET:  # shards are counted after reading
+            raise _too_few(flag, source, len(files))
     check_weights(args.inception_weights)
     _log_to_stderr()
     _quiet_tensorflow()
@@ -295,6 +306,9 @@ def cmd_fid(args: argparse.Namespace) -> int:
                             progress=not args.quiet, description="REAL")
     fake = features.extract(args.fake, extractor, batch_size=args.batch_size, cache=cache,
                             progress=not args.quiet, description="FAKE")
+    for flag, source, found in (("REAL", args.real, real), ("FAKE", args.fake, fake)):
+        if len(found) < FID_MIN_SET:
+            raise _too_few(flag, source, len(found))
     network = f"[{extractor.name}]"
     print(f"REAL: {len(real)} images ({args.real}); FAKE: {len(fake)} images ({args.fake})")
     score = metrics.fid(real, fake)

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -85,12 +86,12 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
         )
     diff = mu1 - mu2
     product = sigma1 @ sigma2
-    covmean = linalg.sqrtm(product)
+    covmean = _sqrtm(product)
     if not _good_root(covmean, product):
         log.warning("FID: sigma1·sigma2 is singular; adding %g to the diagonals", eps)
         offset = np.eye(len(mu1)) * eps
         product = (sigma1 + offset) @ (sigma2 + offset)
-        covmean = linalg.sqrtm(product)
+        covmean = _sqrtm(product)
         if not np.all(np.isfinite(covmean)):
             raise ValueError("FID: the covariance product has no finite square root")
     if np.iscomplexobj(covmean):
@@ -102,6 +103,14 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
             )
         covmean = covmean.real
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+
+
+def _sqrtm(product: np.ndarray) -> np.ndarray:
+    """scipy's `sqrtm`, without its LinAlgWarning for a singular product: with fewer images
+    than dimensions the product always is, and `frechet_distance` checks the root itself."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        return linalg.sqrtm(product)
 
 
 def _good_root(root: np.ndarray, product: np.ndarray) -> bool:

@@ -212,6 +212,17 @@ def test_fid_command(tmp_path, weights_file, rng):
     assert "biased upwards" in result.stdout
 
 
+def test_fid_command_refuses_a_shard_set_of_one_image(tmp_path, weights_file, capsys):
+    from conftest import shard_with_a_bad_record
+    from ghibli_keras import cli
+
+    (tmp_path / "one").mkdir()
+    shard_with_a_bad_record(tmp_path / "one" / "p00-1.tfrec", count=1, bad=None, size=40)
+    rc = cli.main(["fid", os.path.join(SAMPLE, "photo_test"), str(tmp_path / "one"),
+                   "--inception-weights", str(weights_file), "--quiet", "--no-cache"])
+    assert rc == 2 and "FAKE '" in capsys.readouterr().err
+
+
 def test_fid_command_input_errors_are_instant(tmp_path):
     code = ("import sys, ghibli_keras_cli; rc = ghibli_keras_cli.main(sys.argv[1:]); "
             "assert 'tensorflow' not in sys.modules; sys.exit(rc)")
@@ -219,11 +230,15 @@ def test_fid_command_input_errors_are_instant(tmp_path):
     import sys
 
     (tmp_path / "empty").mkdir()
+    (tmp_path / "one").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "one" / "a.png")
     for args, message in [
         ([str(tmp_path / "nope"), str(tmp_path / "empty")], "REAL: '"),
         ([os.path.join(SAMPLE, "ghibli"), str(tmp_path / "empty")], "FAKE: '"),
         ([os.path.join(SAMPLE, "ghibli"), os.path.join(SAMPLE, "photo"), "--inception-weights",
           str(tmp_path / "w.h5")], "--inception-weights"),
+        ([str(tmp_path / "one"), os.path.join(SAMPLE, "photo")],
+         "REAL '" + str(tmp_path / "one") + "': 1 image(s); the scores compare covariances"),
     ]:
         result = subprocess.run([sys.executable, "-c", code, "fid", *args], capture_output=True,
                                 text=True)
