@@ -183,8 +183,31 @@ class CycleGAN(keras.Model):
         self._apply(optimizer, tape, loss, discriminator)
         return per_example
 
+    def _pair(self, data, step: str):
+        """A batch's `(x, y)`, checked while tracing (so a wrong dataset fails with a message
+        before anything runs): two `(B, H, W, 3)` tensors whose known sides the generators
+        take (multiples of `models.size_multiple`)."""
+        from .models import size_multiple
+
+        if not (isinstance(data, (tuple, list)) and len(data) == 2):
+            got = f"a {type(data).__name__} of {len(data)}" if isinstance(data, (tuple, list)) \
+                else f"one tensor of shape {getattr(data, 'shape', '?')}"
+            raise ValueError(f"CycleGAN.{step} takes (photos, styles) batches, as "
+                             f"data.training_dataset(photos, styles, batch_size) gives; got {got}")
+        multiple = size_multiple(self.generator_g)
+        for name, images in zip(("photos (x)", "styles (y)"), data):
+            shape = images.shape
+            if shape.rank != 4 or shape[-1] != 3:
+                raise ValueError(f"CycleGAN.{step}: {name} must be (B, H, W, 3) images, got "
+                                 f"shape {shape}")
+            if images.dtype != tf.uint8 and any(n is not None and n % multiple for n in shape[1:3]):
+                raise ValueError(f"CycleGAN.{step}: {name} of shape {shape}: the generators take "
+                                 f"sides that are multiples of {multiple}")
+        return data
+
     def train_step(self, data):
-        x, y = data  # (B, S, S, 3) in [-1, 1], or uint8 jitter windows; B: this replica's share
+        # (B, S, S, 3) in [-1, 1], or uint8 jitter windows; B: this replica's share
+        x, y = self._pair(data, "fit")
         x = finish_jitter(x, self.image_size)  # (B, S, S, 3) in [-1, 1]
         y = finish_jitter(y, self.image_size)
         # 0 during the reconstruction-only warm-up, then 1.
@@ -222,7 +245,7 @@ class CycleGAN(keras.Model):
 
     def test_step(self, data):
         """Cycle and identity losses on held-out `(x, y)` pairs (reported as val_*)."""
-        x, y = data
+        x, y = self._pair(data, "evaluate")
         G, F = self.generator_g, self.generator_f
         fake_y, fake_x = G(x, training=False), F(y, training=False)
         cycle = losses.l1(F(fake_y, training=False), x) + losses.l1(G(fake_x, training=False), y)

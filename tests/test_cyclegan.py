@@ -134,3 +134,18 @@ def test_bad_compile_arguments():
         model.compile(gan_loss="hinge")
     with pytest.raises(ValueError, match="pool_size"):
         CycleGAN(**models.build_networks(SMALL), pool_size=-1)
+
+
+def test_batches_that_are_not_photo_style_pairs_are_named():
+    model = _model()
+    x, y = _batch()
+    for data, message in [
+        (x, r"CycleGAN.fit takes \(photos, styles\) batches, .* got one tensor of shape \(4, 32, 32, 3\)"),
+        ((x, y, x), "got a tuple of 3"),
+        ((x[:, :30, :30], y), r"photos \(x\) of shape \(4, 30, 30, 3\): .* multiples of 4"),
+        ((x, y[..., :1]), r"styles \(y\) must be \(B, H, W, 3\) images, got shape \(4, 32, 32, 1\)"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            model.fit(tf.data.Dataset.from_tensors(data).repeat(), steps_per_epoch=1, verbose=0)
+    with pytest.raises(ValueError, match="CycleGAN.evaluate takes"):
+        model.evaluate(tf.data.Dataset.from_tensors(x), verbose=0)
