@@ -8,9 +8,12 @@ log noise; only then does it import the module that does the work.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -55,18 +58,56 @@ def existing_dir(text: str) -> Path:
     return path
 
 
+MAX_PREFIX_BYTES = 200  # + "NN-COUNT.tfrec.partial" stays within a file name's 255 bytes
+
+
 def file_prefix(text: str) -> str:
     """A shard-name prefix: part of a file name, so no folder separator."""
     if not text or "/" in text or os.sep in text:
         raise argparse.ArgumentTypeError(f"must be the start of a file name (no '/'), got {text!r}")
+    size = len(os.fsencode(text))
+    if size > MAX_PREFIX_BYTES:
+        raise argparse.ArgumentTypeError(f"{size} bytes long; at most {MAX_PREFIX_BYTES}, so the "
+                                         f"shards' file names fit")
     return text
 
 
 def output_dir(text: str) -> Path:
+    """A folder to write in: an existing one, or one that can be made where no file is in the
+    way and the nearest existing folder is writable."""
+    if "://" in text:
+        raise argparse.ArgumentTypeError(f"{text!r}: a local folder is needed (mount a bucket "
+                                         f"with gcsfuse, or write locally and copy)")
     path = Path(text)
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} exists and is not a folder")
+    parent = path.absolute()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} cannot be made: {str(parent)!r} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text!r}: no permission to write in {str(parent)!r}")
     return path
+
+
+def output_file(text: str) -> Path:
+    """A file to write: not a folder, in a folder that exists or can be made."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; name a file")
+    output_dir(str(path.parent))  # its messages name the folder
+    return path
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def check_shards(pattern: str, flag: str) -> None:
@@ -374,11 +415,14 @@ def cmd_translate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     model = check_model(args.model)
     out = Path(args.out)
+    if out.absolute().resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
+        raise InputError(f"--out {str(args.out)!r} is the current folder or one above it: "
+                         f"export into a new folder, e.g. models/ghibli/1")
     if (out / "saved_model.pb").exists():
-        raise InputError(f"--out {args.out!r} already holds a SavedModel: export into a new "
+        raise InputError(f"--out {str(args.out)!r} already holds a SavedModel: export into a new "
                          f"version folder (e.g. models/ghibli/2)")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"--out {args.out!r} exists and is not an empty folder")
+        raise InputError(f"--out {str(args.out)!r} exists and is not an empty folder")
     _log_to_stderr()
     _quiet_tensorflow()
     from . import export, inference
@@ -408,11 +452,14 @@ def cmd_submission(args: argparse.Namespace) -> int:
         raise InputError("give MODEL and --photos GLOB (or --check ZIP)")
     model = check_model(args.model)
     try:
-        resolve_files(args.photos)
+        kind, files = resolve_files(args.photos)
     except InputError as e:
         raise InputError(f"--photos: {e}") from None
-    if not args.out.endswith(".zip"):
-        raise InputError(f"--out must name a .zip file, got {args.out!r}")
+    if kind == "images" and not low <= len(files) <= high:  # shards are counted after loading
+        raise InputError(f"--photos {args.photos!r}: {len(files)} pictures; the competition "
+                         f"needs {low:,} to {high:,} images")
+    if args.out.suffix.lower() != ".zip":
+        raise InputError(f"--out must name a .zip file, got {str(args.out)!r}")
     _log_to_stderr()
     _quiet_tensorflow()
     from . import inference
@@ -423,6 +470,9 @@ def cmd_submission(args: argparse.Namespace) -> int:
                                         min_images=low, max_images=high,
                                         progress=not args.quiet)
     print(f"{args.out}: {count} {args.size}x{args.size} JPEGs, checked")
+    if args.size != submission.SIZE:
+        print(f"note: the competition takes {submission.SIZE}x{submission.SIZE} pictures only; "
+              f"this zip is for trials")
     return 0
 
 
@@ -716,10 +766,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="G (photo2style, default) or F (style2photo; needs the whole CycleGAN)")
     p.add_argument("--max-side", type=positive_int, metavar="N",
                    help="shrink pictures whose longer side exceeds N first")
-    p.add_argument("--tile", type=int, default=DEFAULT_TILE, metavar="N",
+    p.add_argument("--tile", type=non_negative_int, default=DEFAULT_TILE, metavar="N",
                    help=f"translate pictures with a side over N in NxN tiles ({DEFAULT_TILE}; "
                    f"0: never)")
-    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, metavar="N",
+    p.add_argument("--overlap", type=non_negative_int, default=DEFAULT_OVERLAP, metavar="N",
                    help=f"pixels shared by neighbouring tiles ({DEFAULT_OVERLAP})")
     p.add_argument("--format", default="jpg", choices=["jpg", "png"], help="(jpg)")
     _add_translation_options(p)
@@ -735,7 +785,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Serving warm-up requests and a README.",
     )
     p.add_argument("model", metavar="MODEL", help="a workdir or a .keras file")
-    p.add_argument("--out", required=True, help="the SavedModel folder (new or empty)")
+    p.add_argument("--out", type=output_dir, required=True,
+                   help="the SavedModel folder (new or empty)")
     p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_EXPORT_MAX_PIXELS,
                    help=f"refuse larger pictures with INVALID_ARGUMENT ({DEFAULT_EXPORT_MAX_PIXELS})")
     p.add_argument("--xla", choices=["on", "off"], default="off",
@@ -759,7 +810,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", metavar="MODEL",
                    help="a workdir, a .keras file or an exported SavedModel")
     p.add_argument("--photos", metavar="GLOB", help="photo shards or pictures (quote globs)")
-    p.add_argument("--out", default="images.zip", help="(images.zip)")
+    p.add_argument("--out", type=output_file, default=Path("images.zip"), help="(images.zip)")
     p.add_argument("--size", type=positive_int, default=256, help="(256)")
     p.add_argument("--check", metavar="ZIP", help="only validate ZIP")
     p.add_argument("--min-images", type=positive_int, help="(7000, Kaggle's rule)")
@@ -840,13 +891,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `timeout`, a job scheduler), raised like Ctrl-C so that every `with`
+    block removes what it had half written."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises `Terminated` while the block runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with _sigterm_as_interrupt():
+            return args.func(args)
     except InputError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"{PROG}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

@@ -37,6 +37,7 @@ FEATURES = {
     "target": tf.io.FixedLenFeature([], tf.string, default_value=""),
 }
 SHARD_SUFFIX = ".tfrec"
+JPEG_MAX_SIDE = 65535  # the format's limit (its sizes are 16-bit)
 PARTIAL_SUFFIX = ".partial"  # a shard being written; never matches `*.tfrec`
 DEFAULT_SHARD_SIZE = 256
 DEFAULT_JPEG_QUALITY = 95
@@ -67,9 +68,10 @@ def make_example(name: str, jpeg: bytes, target: str) -> tf.train.Example:
     return tf.train.Example(
         features=tf.train.Features(
             feature={
-                "image_name": _bytes(name.encode("utf-8")),
+                # surrogateescape: a file name that is not UTF-8 keeps its bytes
+                "image_name": _bytes(name.encode("utf-8", "surrogateescape")),
                 "image": _bytes(jpeg),
-                "target": _bytes(target.encode("utf-8")),
+                "target": _bytes(target.encode("utf-8", "surrogateescape")),
             }
         )
     )
@@ -83,9 +85,11 @@ def encode_jpeg(image: np.ndarray, quality: int = DEFAULT_JPEG_QUALITY) -> bytes
 class ShardWriter:
     """Writes records into `{prefix}{index:02d}-{count}.tfrec` shards of `shard_size` records.
 
-    Each shard is written as `{prefix}{index:02d}.tfrec.partial` and renamed once complete, so an
-    interrupted run never leaves a file that looks like a finished shard. `abort()` removes
-    everything this writer wrote. Use as a context manager: an exception aborts.
+    Shards are written as `{prefix}{index:02d}.tfrec.partial` and renamed to their final names
+    only when the whole set is complete (`close()`), so an interrupted run never leaves files
+    that look like a finished set, nor half of a new set beside an old one. `close(replacing)`
+    then removes the old shards `replacing` names that the new set did not overwrite. `abort()`
+    removes everything this writer wrote. Use as a context manager: an exception aborts.
     """
 
     def __init__(self, out_dir: PathOrGlob, prefix: str, shard_size: int = DEFAULT_SHARD_SIZE):
@@ -98,16 +102,25 @@ class ShardWriter:
         self.shard_size = shard_size
         self.shards: list[Path] = []
         self.num_records = 0
+        self._finished: list[tuple[Path, Path]] = []  # (partial, final) of each full shard
+        self._made_folder = False  # out_dir did not exist: abort() removes it again
         self._writer: Optional[tf.io.TFRecordWriter] = None
         self._partial: Optional[Path] = None
         self._in_shard = 0
 
     def write(self, example: tf.train.Example) -> None:
         if self._writer is None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            index = len(self.shards)
+            index = len(self._finished)
             self._partial = self.out_dir / f"{self.prefix}{index:02d}{SHARD_SUFFIX}{PARTIAL_SUFFIX}"
-            self._writer = tf.io.TFRecordWriter(str(self._partial))
+            try:
+                if not self.out_dir.exists():
+                    self.out_dir.mkdir(parents=True)
+                    self._made_folder = True
+                self._writer = tf.io.TFRecordWriter(str(self._partial))
+            except (OSError, tf.errors.OpError) as e:
+                raise InputError(f"cannot write shards in {str(self.out_dir)!r} "
+                                 f"({getattr(e, 'message', None) or e}): choose another "
+                                 f"output folder or a shorter --prefix") from None
         self._writer.write(example.SerializeToString(deterministic=True))  # sorted map keys
         self._in_shard += 1
         self.num_records += 1
@@ -116,15 +129,21 @@ class ShardWriter:
 
     def _finish_shard(self) -> None:
         self._writer.close()
-        final = self.out_dir / shard_name(self.prefix, len(self.shards), self._in_shard)
-        os.replace(self._partial, final)
-        self.shards.append(final)
+        final = self.out_dir / shard_name(self.prefix, len(self._finished), self._in_shard)
+        self._finished.append((self._partial, final))
         self._writer, self._partial, self._in_shard = None, None, 0
 
-    def close(self) -> list[Path]:
-        """Finishes the last shard; returns the paths of all shards written."""
+    def close(self, replacing: Sequence[Path] = ()) -> list[Path]:
+        """Finishes the last shard and gives every shard its final name; removes the shards of
+        `replacing` that were not overwritten. Returns the paths of all shards written."""
         if self._writer is not None:
             self._finish_shard()
+        for partial, final in self._finished:
+            os.replace(partial, final)
+            self.shards.append(final)
+        self._finished = []
+        for path in set(replacing) - set(self.shards):
+            path.unlink(missing_ok=True)
         return self.shards
 
     def abort(self) -> None:
@@ -133,9 +152,13 @@ class ShardWriter:
             self._writer.close()
             self._partial.unlink(missing_ok=True)
             self._writer, self._partial = None, None
+        for partial, _ in self._finished:
+            partial.unlink(missing_ok=True)
         for path in self.shards:
             path.unlink(missing_ok=True)
-        self.shards = []
+        self._finished, self.shards = [], []
+        if self._made_folder and not any(self.out_dir.iterdir()):
+            self.out_dir.rmdir()
 
     def __enter__(self) -> "ShardWriter":
         return self
@@ -166,11 +189,24 @@ class WriteReport:
 
 def existing_shards(out_dir: PathOrGlob, prefix: str) -> list[Path]:
     """Shards already in `out_dir` whose names this prefix would produce."""
-    pattern = re.compile(re.escape(prefix) + r"\d+-\d+" + re.escape(SHARD_SUFFIX) + "$")
+    pattern = re.compile(re.escape(prefix) + r"(\d+)-(\d+)" + re.escape(SHARD_SUFFIX) + "$")
     folder = Path(out_dir)
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if pattern.match(p.name))
+
+    found = {}  # index digits -> path
+    for path in folder.iterdir():
+        match = pattern.match(path.name)
+        if match:
+            found.setdefault(match[1], []).append(path)
+    # Two-digit indices are this prefix's; "set200-3" may also be set2's shard 00, so a longer
+    # index counts only as the continuation of this prefix's run 99, 100, 101, ...
+    ours = [digits for digits in found if len(digits) == 2]
+    index = 100
+    while "99" in found and str(index) in found:
+        ours.append(str(index))
+        index += 1
+    return sorted(path for digits in ours for path in found[digits])
 
 
 def write_tfrecords(
@@ -245,6 +281,10 @@ def write_tfrecords(
             image = images.read_image(path, max_pixels=max_pixels)
             if size is not None:
                 image = images.resize_and_center_crop(image, size)
+            if max(image.shape[:2]) > JPEG_MAX_SIDE:
+                height, width = image.shape[:2]
+                return None, (f"{width}x{height}: a JPEG stores at most {JPEG_MAX_SIDE} pixels a "
+                              f"side; pass --size to resize the pictures")
             return encode_jpeg(image, quality), None
         except images.ImageReadError as e:
             return None, e.reason
@@ -254,9 +294,6 @@ def write_tfrecords(
     chunk = 8 * workers  # bounded look-ahead: at most this many encoded pictures in memory
     with ShardWriter(out_dir, prefix, shard_size) as writer, ThreadPoolExecutor(workers) as pool, \
             _progress(total=len(files), desc=f"{prefix} shards", enabled=progress) as bar:
-        if overwrite:
-            for path in old:
-                path.unlink()
         for start in range(0, len(files), chunk):
             batch = files[start : start + chunk]
             for path, (jpeg, reason) in zip(batch, pool.map(prepare, batch)):
@@ -273,6 +310,7 @@ def write_tfrecords(
                 f"none of the {len(files)} file(s) in {str(src)!r} could be read: "
                 + "; ".join(f"{p.name}: {r}" for p, r in skipped[:3])
             )
+        writer.close(replacing=old)  # the old shards go only once the new set is complete
     return WriteReport(shards=writer.shards, num_images=writer.num_records, skipped=skipped)
 
 
@@ -566,13 +604,20 @@ def _fixed_window(window: tf.Tensor, side: int) -> tf.Tensor:
     return tf.ensure_shape(tf.cond(same, lambda: window, resized), [side, side, 3])
 
 
-def first_picture_side(files: Sequence[str]) -> int:
-    """The shorter side of the shards' first picture (read from its JPEG header); `InputError`
-    when they hold none."""
-    record = next(iter(tf.data.TFRecordDataset(files).take(1)), None)  # empty shards skipped
+def first_record(files: Sequence[str]) -> tf.Tensor:
+    """The shards' first record (empty shards skipped); `InputError` when they hold none."""
+    record = next(iter(tf.data.TFRecordDataset(files).take(1)), None)
     if record is None:
         raise InputError(f"no pictures in {', '.join(files)}: every shard is empty")
-    return int(tf.reduce_min(tf.io.extract_jpeg_shape(parse_example(record)["image"])[:2]))
+    return record
+
+
+def first_picture_side(files: Sequence[str]) -> int:
+    """The shorter side of the shards' first picture (read from its JPEG header); `InputError`
+    when they hold none, or when it is not a JPEG."""
+    record = first_record(files)
+    with naming_unreadable_records(files):
+        return int(tf.reduce_min(tf.io.extract_jpeg_shape(parse_example(record)["image"])[:2]))
 
 
 def center_square(image: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -725,6 +770,7 @@ def evaluation_dataset(
         raise InputError(f"image_size must be positive, got {image_size}")
 
     def domain(files):
+        first_record(list_shards(files))  # InputError for shards without pictures
         return load_tfrecords(files).map(
             lambda image: center_square(image, image_size), num_parallel_calls=AUTOTUNE
         )

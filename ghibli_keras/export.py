@@ -3,7 +3,8 @@
 The SavedModel, written with `keras.export.ExportArchive` straight into DIR, has two signatures:
 
   serving_default  image_bytes: string (N,) of JPEG/PNG bytes  ->  image_bytes: string (N,),
-                   JPEG (quality 95) of the same size as each input. TF Serving's REST API
+                   JPEG (quality 95) of the same size as each input as shown (a JPEG turned
+                   by its EXIF orientation, a PNG's transparency on white). TF Serving's REST API
                    takes inputs as {"b64": ...} and returns outputs named *_bytes base64-encoded.
                    Sizes the network cannot take are reflect-padded at the bottom and right and
                    cropped back; malformed bytes and pictures over `max_pixels` are refused with
@@ -27,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from .errors import InputError
+from .files import temporary_name
 from .images import JPEG_QUALITY
 from .inference import BATCH_PIXELS, pad_run_crop
 
@@ -35,20 +37,109 @@ WARMUP_SIZES = ((256, 256), (512, 768))  # (H, W) of the warm-up pictures
 WARMUP_FILE = "tf_serving_warmup_requests"
 
 
+PNG_MAGIC, JPEG_MAGIC = b"\x89PNG\r\n\x1a\n", b"\xff\xd8"
+EXIF_SCAN_BYTES = 1 << 17  # the EXIF segment (at most 64 KiB) follows at most one other
+EXIF_MAX_SEGMENTS = 16  # JPEG segments walked to find it
+EXIF_MAX_ENTRIES = 64  # IFD0 entries looked at for the orientation tag
+ORIENTATION_TAG = 0x0112
+
+
+def _exif_orientation(data: tf.Tensor) -> tf.Tensor:
+    """A JPEG's EXIF orientation (int32 1..8, as phones write it), read in the graph from its
+    APP1 segment's first IFD; 1 (upright) when there is none or it is not understood."""
+    head = tf.io.decode_raw(tf.strings.substr(data, 0, EXIF_SCAN_BYTES), tf.uint8)
+    head = tf.cast(tf.pad(head, [[0, EXIF_SCAN_BYTES + 16 - tf.size(head)]]), tf.int32)
+
+    def byte(i):  # zeros past the end
+        return tf.gather(head, tf.clip_by_value(i, 0, EXIF_SCAN_BYTES + 15))
+
+    def segment(pos, found):  # the next JPEG marker segment: FF xx, big-endian length
+        marker = byte(pos + 1)
+        exif = tf.logical_and(tf.equal(marker, 0xE1), tf.reduce_all(tf.equal(
+            byte(pos + 4 + tf.range(6)), tf.constant([69, 120, 105, 102, 0, 0]))))  # "Exif\0\0"
+        return tf.where(exif, pos, pos + 2 + byte(pos + 2) * 256 + byte(pos + 3)), exif
+
+    def walking(pos, found):
+        header = tf.logical_and(tf.equal(byte(pos), 0xFF), pos < EXIF_SCAN_BYTES)
+        return tf.logical_and(tf.logical_not(found), tf.logical_and(
+            header, tf.logical_not(tf.reduce_any(tf.equal(byte(pos + 1), [0xDA, 0xD9])))))
+
+    pos, found = tf.while_loop(walking, segment, (tf.constant(2), tf.constant(False)),
+                               maximum_iterations=EXIF_MAX_SEGMENTS)
+    tiff = pos + 10  # after FF E1, the length and "Exif\0\0"
+    little = tf.equal(byte(tiff), ord("I"))  # "II": little-endian, "MM": big-endian
+
+    def u16(i):
+        return tf.where(little, byte(i) + 256 * byte(i + 1), 256 * byte(i) + byte(i + 1))
+
+    def u32(i):
+        low, high = u16(i), u16(i + 2)
+        return tf.where(little, low + 65536 * high, 65536 * low + high)
+
+    ifd = tiff + u32(tiff + 4)
+    entries = ifd + 2 + 12 * tf.range(EXIF_MAX_ENTRIES)  # tag, type, count, value: 12 bytes
+    is_orientation = tf.logical_and(tf.equal(u16(entries), ORIENTATION_TAG),
+                                    tf.range(EXIF_MAX_ENTRIES) < u16(ifd))
+    value = tf.reduce_max(tf.where(is_orientation, u16(entries + 8), 0))
+    ok = tf.logical_and(found, tf.logical_and(value >= 1, value <= 8))
+    return tf.where(ok, value, 1)
+
+
+def _upright(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
+    """`(H, W, C)` pixels as stored -> as shown, for EXIF orientation 1..8 (as Pillow's
+    `ImageOps.exif_transpose`)."""
+    def transpose(x):
+        return tf.transpose(x, [1, 0, 2])
+
+    return tf.switch_case(orientation - 1, [
+        lambda: image,
+        lambda: tf.reverse(image, [1]),  # 2: mirrored
+        lambda: tf.reverse(image, [0, 1]),  # 3: upside down
+        lambda: tf.reverse(image, [0]),  # 4: mirrored upside down
+        lambda: transpose(image),  # 5
+        lambda: tf.reverse(transpose(image), [1]),  # 6: turned 90° clockwise to show
+        lambda: tf.reverse(transpose(image), [0, 1]),  # 7
+        lambda: tf.reverse(transpose(image), [0]),  # 8: turned 90° anticlockwise to show
+    ])
+
+
 def _header_shape(data: tf.Tensor) -> tf.Tensor:
-    """(height, width) from a JPEG's or PNG's header, before any pixel is decoded (int64,
-    shape (2,)); zeros for other formats, which are checked after decoding."""
-    is_png = tf.strings.substr(data, 0, 8) == b"\x89PNG\r\n\x1a\n"
-    is_jpeg = tf.strings.substr(data, 0, 2) == b"\xff\xd8"
+    """(height, width) as shown, from a JPEG's (and its EXIF orientation) or PNG's header,
+    before any pixel is decoded (int64, shape (2,)); zeros for other formats, which are
+    checked after decoding."""
+    is_png = tf.strings.substr(data, 0, 8) == PNG_MAGIC
+    is_jpeg = tf.strings.substr(data, 0, 2) == JPEG_MAGIC
 
     def png():  # IHDR: width, then height, big-endian
         size = tf.io.decode_raw(tf.strings.substr(data, 16, 8), tf.int32, little_endian=False)
         return tf.cast(tf.stack([size[1], size[0]]), tf.int64)
 
     def jpeg():
-        return tf.cast(tf.io.extract_jpeg_shape(data)[:2], tf.int64)
+        shape = tf.cast(tf.io.extract_jpeg_shape(data)[:2], tf.int64)
+        return tf.where(_exif_orientation(data) >= 5, shape[::-1], shape)
 
     return tf.case([(is_png, png), (is_jpeg, jpeg)], default=lambda: tf.zeros([2], tf.int64))
+
+
+def _decode_upright(data: tf.Tensor) -> tf.Tensor:
+    """Picture bytes -> uint8 `(H, W, 3)` as `translate` reads files: a JPEG turned by its
+    EXIF orientation, a PNG's transparency composited on white."""
+    is_png = tf.strings.substr(data, 0, 8) == PNG_MAGIC
+    is_jpeg = tf.strings.substr(data, 0, 2) == JPEG_MAGIC
+
+    def png():  # RGBA over white
+        rgba = tf.cast(tf.io.decode_png(data, channels=4), tf.float32)
+        alpha = rgba[..., 3:] / 255.0
+        return tf.cast(tf.round(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)), tf.uint8)
+
+    def jpeg():
+        return _upright(tf.io.decode_jpeg(data, channels=3), _exif_orientation(data))
+
+    def other():
+        return tf.io.decode_image(data, channels=3, expand_animations=False)
+
+    return tf.ensure_shape(tf.case([(is_png, png), (is_jpeg, jpeg)], default=other),
+                           [None, None, 3])
 
 
 def _header_pixels(data: tf.Tensor) -> tf.Tensor:
@@ -75,7 +166,7 @@ def make_endpoints(generator: keras.Model, max_pixels: int = DEFAULT_MAX_PIXELS,
             pixels, tf.constant(max_pixels, tf.int64),
             message=f"picture has more pixels than the limit of {max_pixels}")
         with tf.control_dependencies([check]):
-            image = tf.io.decode_image(data, channels=3, expand_animations=False)  # (H, W, 3)
+            image = _decode_upright(data)  # (H, W, 3)
         shape = tf.shape(image, out_type=tf.int64)
         check = tf.debugging.assert_less_equal(
             shape[0] * shape[1], tf.constant(max_pixels, tf.int64),
@@ -146,7 +237,8 @@ README_TEMPLATE = """\
 Exported from {source}. Signatures:
 
 - `serving_default`: `image_bytes` (string, shape (-1)) — JPEG or PNG bytes — to `image_bytes`
-  (string, shape (-1)) — JPEG bytes (quality {quality}) of the same size. At most {max_pixels:,}
+  (string, shape (-1)) — JPEG bytes (quality {quality}) of the same size, upright (a JPEG's EXIF
+  orientation applied; a PNG's transparency composited on white). At most {max_pixels:,}
   pixels a picture; malformed bytes and larger pictures give INVALID_ARGUMENT.
 - `translate`: `images` float32 (-1, -1, -1, 3) in [-1, 1] to float32 of the same shape.
 
@@ -182,7 +274,7 @@ def export(generator: keras.Model, out_dir, *, source: str = "",
     if out_dir.exists() and any(out_dir.iterdir()):
         raise InputError(f"{out_dir} is not empty: export into a new or empty folder")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".tmp-{os.getpid()}-{out_dir.name}")
+    tmp = out_dir.with_name(temporary_name(out_dir.name))
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         translate, serve = make_endpoints(generator, max_pixels, jit_compile)

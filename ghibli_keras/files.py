@@ -4,6 +4,7 @@ where Keras caches downloaded weights."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from pathlib import Path
 
@@ -20,13 +21,25 @@ def atomic_path(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    tmp = path.with_name(temporary_name(path.name))
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+NAME_MAX = 255  # bytes in a file name (Linux, macOS)
+
+
+def temporary_name(name: str) -> str:
+    """`.tmp-PID-NAME`, or `.tmp-PID-HASH.SUFFIX` where that would be too long a file name."""
+    tmp = f".tmp-{os.getpid()}-{name}"
+    if len(os.fsencode(tmp)) <= NAME_MAX:
+        return tmp
+    digest = hashlib.sha1(os.fsencode(name)).hexdigest()[:16]
+    return f".tmp-{os.getpid()}-{digest}{Path(name).suffix}"
 
 
 def keras_cache_path(filename: str) -> Path:

@@ -62,11 +62,18 @@ class ImageReadError(InputError):
 def list_images(folder: Union[str, os.PathLike]) -> list[Path]:
     """All picture files below `folder` (recursively, by suffix), sorted by relative path.
 
-    Hidden files and folders (names starting with '.') are skipped.
+    Hidden files and folders (names starting with '.') are skipped; linked folders are
+    followed, each real folder once.
     """
     root = Path(folder)
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    seen = set()  # folders already walked (real paths): a link back up is not a loop
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
             if not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES):
@@ -169,6 +176,10 @@ def read_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nd
         except OSError as e:
             raise ImageReadError(name, f"cannot be read ({e.strerror or e})") from None
         fp = source
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        # Pillow refuses twice its own limit (179 M pixels by default) in Image.open, before
+        # ours below could allow a larger picture: raise it to ours.
+        Image.MAX_IMAGE_PIXELS = max_pixels
     with warnings.catch_warnings():
         # We apply our own limit below; Pillow's warning would only repeat it.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -237,7 +248,9 @@ def _icc_to_srgb(img: Image.Image, icc: bytes) -> Image.Image:
 
 
 def resize_and_center_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """Resizes the shorter side to `size` (Lanczos) and centre-crops to `size`×`size`.
+    """Resizes the shorter side to `size` (Lanczos) and centre-crops to `size`×`size`: the
+    centred square is cut first and resized alone, so a long thin picture is never enlarged
+    whole.
 
     Args:
         image: uint8 `(H, W, 3)`.
@@ -249,14 +262,14 @@ def resize_and_center_crop(image: np.ndarray, size: int) -> np.ndarray:
     if size <= 0:
         raise ValueError(f"size must be positive, got {size}")
     height, width = image.shape[:2]
-    scale = size / min(height, width)
-    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    img = Image.fromarray(image)
-    if (new_w, new_h) != (width, height):
-        img = img.resize((new_w, new_h), Image.Resampling.LANCZOS, reducing_gap=3.0)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    img = img.crop((left, top, left + size, top + size))
-    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2  # the centred square, in source pixels
+    square = image[top : top + side, left : left + side]
+    if side != size:  # cropped first: a long thin picture is never enlarged whole
+        resized = Image.fromarray(np.ascontiguousarray(square)).resize(
+            (size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        square = np.asarray(resized, dtype=np.uint8)
+    return np.ascontiguousarray(square)
 
 
 def resize_longer_side(image: np.ndarray, side: int, *, enlarge: bool = True) -> np.ndarray:

@@ -224,6 +224,11 @@ class Translator:
         else:
             raise InputError(f"{path} holds one generator; {direction} needs the whole CycleGAN "
                              f"(the workdir or its model.keras)")
+        shapes = [getattr(generator, name, None) for name in ("input_shape", "output_shape")]
+        if not all(isinstance(s, tuple) and len(s) == 4 and s[-1] == 3 for s in shapes):
+            raise InputError(f"{path}: {generator.name} is not a picture-to-picture generator "
+                             f"(input {shapes[0]}, output {shapes[1]}; expected (B, H, W, 3) "
+                             f"both): give a ghibli-keras workdir, model.keras or generator.keras")
         if precision is not None:
             policy = translation_policy(precision)
             if policy != generator_policy(generator):

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 FID_MIN_IMAGES = 2048
 #: Kaggle gan-getting-started: memorisation distances below this count as memorised.
 MIFID_EPSILON = 0.1
+#: Kaggle's MiFID divides by the thresholded distance plus this (its code: `eps=10e-15`).
+MIFID_DIVISOR_OFFSET = 1e-14
 #: scipy's sqrtm is judged failed above this relative error (|X·X - A| / |A|).
 _SQRTM_TOLERANCE = 1e-3
 #: The largest imaginary component of sqrtm's diagonal accepted as rounding noise.
@@ -75,7 +77,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
         sigma1, sigma2: covariances `(D, D)`, symmetric positive semi-definite.
         eps: the diagonal offset used when the product is singular.
     Returns:
-        The distance, a float >= 0 (up to rounding).
+        The distance, a float >= 0 (rounding below zero, as for a set against itself, is 0).
     """
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
@@ -102,7 +104,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
                 f"on its diagonal; the covariances are not valid (NaN features or too few images?)"
             )
         covmean = covmean.real
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+    distance = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean)
+    return max(0.0, float(distance))
 
 
 def _sqrtm(product: np.ndarray) -> np.ndarray:
@@ -175,7 +178,8 @@ def _normalize_rows(x: np.ndarray) -> np.ndarray:
 def memorization_distance(real_features, fake_features) -> float:
     """Kaggle gan-getting-started's memorisation distance: for each generated image, the
     minimum cosine distance 1 - |cos| to any real image, averaged over generated images.
-    All-zero feature rows are left out, as Kaggle's code does."""
+    All-zero feature rows are left out, as Kaggle's code does; rounding below zero (a picture
+    and its copy) counts as 0."""
     real = np.asarray(real_features, dtype=np.float64)
     fake = np.asarray(fake_features, dtype=np.float64)
     real = _normalize_rows(real[np.sum(real, axis=1) != 0])
@@ -183,16 +187,16 @@ def memorization_distance(real_features, fake_features) -> float:
     if not len(real) or not len(fake):
         raise ValueError("memorization distance: every feature row is zero")
     distance = 1.0 - np.abs(fake @ real.T)  # (M, N)
-    return float(np.mean(np.min(distance, axis=1)))
+    return max(0.0, float(np.mean(np.min(distance, axis=1))))
 
 
 def mifid(real_features, fake_features, eps: float = MIFID_EPSILON, *,
           fid_value: Optional[float] = None) -> float:
     """Memorisation-informed FID exactly as the Kaggle gan-getting-started metric:
-    FID / d_thr, where d is `memorization_distance` and d_thr = d if d < eps else 1.
+    FID / (d_thr + 1e-14), where d is `memorization_distance` and d_thr = d if d < eps else 1.
     Pass `fid_value` when the FID of these features is already known (saves a `sqrtm`)."""
     d = memorization_distance(real_features, fake_features)
     d_thr = d if d < eps else 1.0
     if fid_value is None:
         fid_value = fid(real_features, fake_features)
-    return fid_value / d_thr
+    return fid_value / (d_thr + MIFID_DIVISOR_OFFSET)

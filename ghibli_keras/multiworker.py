@@ -6,7 +6,7 @@ the symbolic build and `reduce_per_replica`), so this loop drives the same
 `strategy.reduce`. Every worker runs the same steps; only the chief (task `chief`, or worker 0
 without one) writes the workdir: `log.csv`, `model.keras`, `samples/`, the backup. Every worker
 resumes from the chief's backup, so the workdir must be on storage all workers see (one
-machine, a network file system, or a `gs://` bucket).
+machine, or a network file system such as NFS or a bucket mounted with gcsfuse).
 
 The backup is `backup/latest.weights.h5` + `backup/training_metadata.json`, each written under
 a temporary name and renamed, with the previous pair kept as `*.prev`: a kill at any moment

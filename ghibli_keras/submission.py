@@ -25,6 +25,7 @@ from PIL import Image
 
 from . import images
 from .errors import InputError
+from .files import temporary_name
 
 MIN_IMAGES = 7_000
 MAX_IMAGES = 10_000
@@ -38,8 +39,9 @@ class SubmissionError(InputError):
 
 
 def check_zip(path, *, min_images: int = MIN_IMAGES, max_images: int = MAX_IMAGES,
-              size: int = SIZE) -> int:
-    """Validates a submission zip; returns its number of images.
+              size: int = SIZE, shown_as=None) -> int:
+    """Validates a submission zip; returns its number of images. `shown_as`: the name its
+    messages give it (default `path`; a zip being written is checked under a temporary name).
 
     Raises:
         SubmissionError: listing every kind of problem found: not a zip, too few or too many
@@ -47,13 +49,14 @@ def check_zip(path, *, min_images: int = MIN_IMAGES, max_images: int = MAX_IMAGE
             (ignoring case), entries that are not JPEG, not `size`×`size` or not RGB.
     """
     path = Path(path)
+    shown_as = path if shown_as is None else shown_as
     if not path.is_file():
         what = "a folder, not a zip file" if path.is_dir() else "no such file"
-        raise SubmissionError(f"{path}: {what}")
+        raise SubmissionError(f"{shown_as}: {what}")
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
-        raise SubmissionError(f"{path}: not a zip file ({e})") from None
+        raise SubmissionError(f"{shown_as}: not a zip file ({e})") from None
     problems: dict[str, list[str]] = {}
 
     def problem(kind: str, name: str) -> None:
@@ -78,6 +81,7 @@ def check_zip(path, *, min_images: int = MIN_IMAGES, max_images: int = MAX_IMAGE
                 continue
             try:
                 picture = Image.open(io.BytesIO(data))
+                picture.load()  # the pixels too: a truncated JPEG has a whole header
                 shape = (picture.height, picture.width, len(picture.getbands()))
             except (OSError, SyntaxError, ValueError):
                 problem("not a readable picture", name)
@@ -94,7 +98,7 @@ def check_zip(path, *, min_images: int = MIN_IMAGES, max_images: int = MAX_IMAGE
         listed = ", ".join(names[:_SHOWN]) + (f", ... ({len(names)} in all)" if len(names) > _SHOWN else "")
         messages.append(f"{len(names)} {'entry is' if len(names) == 1 else 'entries are'} {kind}: {listed}")
     if messages:
-        raise SubmissionError(f"{path} is not a valid submission: " + "; ".join(messages))
+        raise SubmissionError(f"{shown_as} is not a valid submission: " + "; ".join(messages))
     return count
 
 
@@ -110,7 +114,7 @@ def _photos(source) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
         def records():
             with data.naming_unreadable_records(files, "no zip was written"):
                 for name, picture in ds.as_numpy_iterator():
-                    yield name.decode(), picture
+                    yield name.decode(errors="replace"), picture
 
         return count, records()
 
@@ -148,8 +152,11 @@ def write_submission(translator, photos, out, *, size: int = SIZE,
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".tmp-{os.getpid()}-{out.name}")
+    tmp = out.with_name(temporary_name(out.name))
     count, stream = _photos(photos)
+    if not min_images <= count <= max_images:  # known before anything is translated
+        raise SubmissionError(f"{photos}: {count} photos; the competition needs {min_images:,} to "
+                              f"{max_images:,} images (nothing was written)")
     used: set[str] = set()
     try:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive, \
@@ -171,7 +178,8 @@ def write_submission(translator, photos, out, *, size: int = SIZE,
                     flush()
             if batch:
                 flush()
-        written = check_zip(tmp, min_images=min_images, max_images=max_images, size=size)
+        written = check_zip(tmp, min_images=min_images, max_images=max_images, size=size,
+                            shown_as=out)
         os.replace(tmp, out)
     finally:
         if tmp.exists():

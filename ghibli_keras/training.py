@@ -155,7 +155,6 @@ def make_callbacks(config: Config, workdir: Path, extra: Sequence = ()) -> list:
     ]
 
 
-
 def train(
     config: Config,
     workdir,
@@ -192,6 +191,9 @@ def train(
 def _train(config: Config, workdir, extra_callbacks: Sequence, verbose,
            strategy: Optional[tf.distribute.Strategy]) -> Optional[keras.callbacks.History]:
     """`train`, which sets the global dtype policy (strategy.set_precision)."""
+    if "://" in str(workdir):
+        raise InputError(f"workdir {str(workdir)!r}: a local folder is needed (the run writes it "
+                         f"with file operations; mount a bucket with gcsfuse)")
     workdir = Path(workdir)
     config = config.validated()
     if verbose == "auto":

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -45,7 +46,14 @@ def test_errors_before_tensorflow_is_imported(tmp_path):
         ([str(tmp_path / "empty"), str(tmp_path / "out"), "--prefix", "p", "--size", "-3"], "--size"),
         ([str(tmp_path / "empty"), str(tmp_path / "out"), "--prefix", "../p"],
          "argument --prefix: must be the start of a file name (no '/'), got '../p'"),
+        ([str(tmp_path / "empty"), str(tmp_path / "out"), "--prefix", "p" * 201],
+         "argument --prefix: 201 bytes long; at most 200"),
+        ([str(tmp_path / "empty"), str(tmp_path / "out" / "sub"), "--prefix", "p"],
+         f"cannot be made: '{tmp_path / 'out'}' is a file"),
     ]:
+        (tmp_path / "out").unlink(missing_ok=True)
+        if "sub" in args[1]:
+            (tmp_path / "out").write_text("a file in the way")
         result = subprocess.run(
             [sys.executable, "-c", MAIN_WITHOUT_TENSORFLOW, "make-tfrecords", *args],
             capture_output=True, text=True,
@@ -53,7 +61,7 @@ def test_errors_before_tensorflow_is_imported(tmp_path):
         assert result.returncode == 2, result.stderr
         assert message in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-        assert not (tmp_path / "out").exists()
+        assert not (tmp_path / "out").is_dir()
 
 
 def test_make_tfrecords_end_to_end(tmp_path, capsys, rng):
@@ -175,3 +183,31 @@ def test_a_bad_tf_config_is_refused_before_tensorflow(tmp_path):
                             capture_output=True, text=True, cwd=tmp_path, env=env)
     assert result.returncode == 2, result.stderr
     assert "TF_CONFIG task index 3 is out of range: the cluster has 1 worker task(s)" in result.stderr
+
+
+def test_sigterm_stops_a_command_like_ctrl_c(tmp_path, monkeypatch, capsys):
+    """`kill` or `timeout` raise inside the command, so its `with` blocks remove what they had
+    half written; the exit status is 128 + SIGTERM."""
+    import signal
+
+    def killed(args):
+        with cli._sigterm_as_interrupt():  # nested, as a command may be: restored on the way out
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        raise AssertionError("not reached")
+
+    monkeypatch.setattr(cli, "cmd_make_tfrecords", killed)  # build_parser looks it up
+    (tmp_path / "src").mkdir()
+    previous = signal.getsignal(signal.SIGTERM)
+    assert cli.main(["make-tfrecords", str(tmp_path / "src"), str(tmp_path / "out"),
+                     "--prefix", "p"]) == 128 + signal.SIGTERM
+    assert "ghibli-keras: terminated" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_workdir_on_a_remote_file_system_is_refused(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", MAIN_WITHOUT_TENSORFLOW, "train", "--preset", "tiny",
+         "--workdir", "gs://bucket/run"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "argument --workdir: 'gs://bucket/run': a local folder is needed" in result.stderr

@@ -1,5 +1,7 @@
 """Writing and reading Kaggle-schema shards, and the training / evaluation input pipelines."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -107,7 +109,7 @@ def test_interrupted_run_leaves_no_finished_looking_shard(tmp_path, rng, monkeyp
     monkeypatch.setattr(images, "read_image", read_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         data.write_tfrecords(tmp_path / "src", tmp_path / "out", "p", shard_size=2, workers=1)
-    assert _no_shards_left(tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # the folder it made is gone too
 
 
 def test_partial_files_are_never_read(tmp_path):
@@ -147,6 +149,74 @@ def test_existing_shards_need_overwrite(tmp_path, rng):
     report = data.write_tfrecords(tmp_path / "src", tmp_path / "out", "p", overwrite=True)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p00-3.tfrec"]
     assert report.num_images == 3
+
+
+def test_another_prefix_s_shards_are_neither_refused_nor_removed(tmp_path, rng):
+    """"set200-3.tfrec" is set2's shard 00; to "set" it is only ever the shard after set199."""
+    _folder_of_pictures(tmp_path / "src", rng, 3)
+    data.write_tfrecords(tmp_path / "src", tmp_path / "out", "set2", shard_size=3)
+    data.write_tfrecords(tmp_path / "src", tmp_path / "out", "set", shard_size=2)
+    data.write_tfrecords(tmp_path / "src", tmp_path / "out", "set", shard_size=3, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["set00-3.tfrec",
+                                                                   "set200-3.tfrec"]
+    for name in ["set99-1.tfrec", "set100-1.tfrec", "set101-1.tfrec"]:
+        (tmp_path / "out" / name).write_bytes(b"")
+    assert [p.name for p in data.existing_shards(tmp_path / "out", "set")] == [
+        "set00-3.tfrec", "set100-1.tfrec", "set101-1.tfrec", "set99-1.tfrec"]
+
+
+def test_overwrite_keeps_the_old_shards_until_the_new_set_is_complete(tmp_path, rng):
+    _folder_of_pictures(tmp_path / "src", rng, 5)
+    old = data.write_tfrecords(tmp_path / "src", tmp_path / "out", "p", shard_size=2).shards
+    (tmp_path / "src" / "sub1" / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    with pytest.raises(InputError, match="nothing was written"):
+        data.write_tfrecords(tmp_path / "src", tmp_path / "out", "p", shard_size=4, strict=True,
+                             overwrite=True)
+    assert sorted((tmp_path / "out").iterdir()) == old  # p00-2, p01-2, p02-1, untouched
+    data.write_tfrecords(tmp_path / "src", tmp_path / "out", "p", shard_size=4, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p00-4.tfrec", "p01-1.tfrec"]
+
+
+def test_shards_get_their_final_names_only_when_the_set_is_complete(tmp_path):
+    jpeg = data.encode_jpeg(np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(RuntimeError):
+        with data.ShardWriter(tmp_path, "p", shard_size=2) as writer:
+            for i in range(5):
+                writer.write(data.make_example(f"i{i}", jpeg, "p"))
+            assert sorted(p.name for p in tmp_path.iterdir()) == [
+                "p00.tfrec.partial", "p01.tfrec.partial", "p02.tfrec.partial"]
+            raise RuntimeError("killed")
+    assert not any(tmp_path.iterdir())
+
+
+def test_pictures_a_jpeg_cannot_hold_are_skipped(tmp_path, rng):
+    _folder_of_pictures(tmp_path / "src", rng, 2)
+    Image.new("RGB", (70000, 2)).save(tmp_path / "src" / "wide.png")
+    report = data.write_tfrecords(tmp_path / "src", tmp_path / "out", "p")
+    assert report.num_images == 2
+    [(path, reason)] = report.skipped
+    assert path.name == "wide.png" and "70000x2: a JPEG stores at most 65535" in reason
+    assert "--size" in reason
+    report = data.write_tfrecords(tmp_path / "src", tmp_path / "sized", "p", size=16)
+    assert report.num_images == 3
+
+
+def test_file_names_that_are_not_utf8_keep_their_bytes(tmp_path, rng):
+    (tmp_path / "src").mkdir()
+    name = os.fsdecode(b"caf\xe9.png")  # Latin-1, as an old camera card may have it
+    Image.fromarray(smooth_image(rng, 16, 16)).save(tmp_path / "src" / name)
+    data.write_tfrecords(tmp_path / "src", tmp_path / "out", "p", target=os.fsdecode(b"\xe9t\xe9"))
+    example = tf.train.Example.FromString(
+        next(iter(tf.data.TFRecordDataset(str(tmp_path / "out" / "p00-1.tfrec")))).numpy())
+    assert example.features.feature["image_name"].bytes_list.value[0] == b"caf\xe9"
+    assert example.features.feature["target"].bytes_list.value[0] == b"\xe9t\xe9"
+
+
+def test_unwritable_output_folder_is_named(tmp_path, rng):
+    _folder_of_pictures(tmp_path / "src", rng, 1)
+    (tmp_path / "file").write_text("in the way")
+    with pytest.raises(InputError, match=r"cannot write shards in '.*file/sub' .*another output"):
+        data.write_tfrecords(tmp_path / "src", tmp_path / "file" / "sub", "p")
 
 
 # ---------------------------------------------------------------------------- reading
@@ -253,6 +323,27 @@ def test_a_domain_of_empty_shards_is_refused_and_empty_shards_are_skipped(tmp_pa
     x, _ = next(iter(data.training_dataset(str(tmp_path / "e"), styles, 2, image_size=8,
                                            load_size=10, resize_on_device=resize_on_device)))
     assert x.shape[0] == 2
+
+
+def test_a_first_record_that_is_not_a_jpeg_is_named(tmp_path):
+    """Training reads the first picture's JPEG header to size its windows."""
+    png = (tmp_path / "p.png")
+    Image.new("RGB", (16, 16)).save(png)
+    photos = shard_with_a_bad_record(tmp_path / "photo00-3.tfrec", 3, bad=0,
+                                     bad_image=png.read_bytes())
+    styles = _constant_shards(tmp_path / "b", "style", [20, 50])
+    with pytest.raises(InputError, match=r"photo00-3.tfrec: record 0 \(image_name 'p0'\): "
+                                         r"the image is a PNG picture"):
+        data.training_dataset(photos, styles, 2, image_size=8, load_size=10)
+
+
+def test_evaluation_of_empty_shards_is_refused(tmp_path):
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "held00-0.tfrec").write_bytes(b"")
+    styles = _constant_shards(tmp_path / "b", "style", [20, 50])
+    for args in [(str(tmp_path / "e"),), (str(tmp_path / "e"), styles)]:
+        with pytest.raises(InputError, match="no pictures in .*held00-0.tfrec: every shard is"):
+            data.evaluation_dataset(*args, batch_size=2, image_size=8)
 
 
 # ---------------------------------------------------------------------------- training input

@@ -28,3 +28,11 @@ def test_atomic_path_renames_on_success_and_cleans_up_on_error(tmp_path):
             raise RuntimeError("interrupted")
     assert target.read_text() == "all"
     assert [p.name for p in target.parent.iterdir()] == ["out.txt"]
+
+
+def test_atomic_path_for_a_name_of_the_longest_length(tmp_path):
+    path = tmp_path / ("x" * 249 + ".keras")  # 255 bytes: the longest name
+    with atomic_path(path) as tmp:
+        assert tmp.suffix == ".keras" and tmp.parent == tmp_path
+        tmp.write_text("whole")
+    assert path.read_text() == "whole" and [p.name for p in tmp_path.iterdir()] == [path.name]

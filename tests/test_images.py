@@ -198,6 +198,36 @@ def test_list_images_recursive_and_sorted(tmp_path):
     assert found == ["a/c.JPG", "b.png"]
 
 
+def test_list_images_follows_linked_folders_once(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "a.png").write_bytes(b"x")
+    (tmp_path / "root" / "sub").mkdir(parents=True)
+    (tmp_path / "root" / "sub" / "b.png").write_bytes(b"x")
+    (tmp_path / "root" / "linked").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "root" / "sub" / "up").symlink_to(tmp_path / "root")  # a loop
+    found = [p.relative_to(tmp_path / "root").as_posix()
+             for p in images.list_images(tmp_path / "root")]
+    assert found == ["linked/a.png", "sub/b.png"]
+
+
+def test_pixel_limit_above_pillow_s_own(tmp_path, rng, monkeypatch):
+    """Pillow refuses twice its MAX_IMAGE_PIXELS in Image.open; a higher max_pixels wins."""
+    path = _save(tmp_path, "big.png", Image.fromarray(smooth_image(rng, 100, 100)))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)
+    assert read_image(path, max_pixels=20_000).shape == (100, 100, 3)
+    with pytest.raises(ImageReadError, match="more than the limit"):
+        read_image(path, max_pixels=9_999)
+
+
+def test_a_long_thin_picture_is_cropped_before_it_is_resized():
+    """2×20000 to 256: the centred 2×2 square is enlarged, not the whole 256×2,560,000."""
+    image = np.zeros((2, 20_000, 3), np.uint8)
+    image[:, 9_999:10_001] = (0, 255, 0)  # the centred square is green
+    out = images.resize_and_center_crop(image, 256)
+    assert out.shape == (256, 256, 3)
+    assert (out == (0, 255, 0)).all()
+
+
 def test_resize_and_center_crop(rng):
     out = images.resize_and_center_crop(smooth_image(rng, 60, 90), 32)
     assert out.shape == (32, 32, 3) and out.dtype == np.uint8

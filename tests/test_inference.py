@@ -1,8 +1,10 @@
 """Translation at any size (padding, tiles, batching, files) and the SavedModel export."""
 
 import base64
+import io
 import json
 import logging
+import struct
 import subprocess
 import sys
 
@@ -308,6 +310,50 @@ def test_rest_request_gives_the_keras_pixels(exported, translator, rng):
     assert np.abs(served.astype(float) - expected).mean() < 2.0  # JPEG quality 95
 
 
+def _exif_jpeg(pixels, orientation, byte_order="little"):
+    """A JPEG whose EXIF (a camera name, then the orientation tag) says how to show it."""
+    e = "<" if byte_order == "little" else ">"
+    entries = [(0x010F, 2, 4, b"Cam\0"), (0x0112, 3, 1, struct.pack(e + "HH", orientation, 0))]
+    tiff = ((b"II" if byte_order == "little" else b"MM") + struct.pack(e + "HI", 42, 8)
+            + struct.pack(e + "H", len(entries))
+            + b"".join(struct.pack(e + "HHI", *entry[:3]) + entry[3] for entry in entries)
+            + struct.pack(e + "I", 0))
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "JPEG", quality=98, exif=b"Exif\0\0" + tiff)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("byte_order", ["little", "big"])
+def test_served_jpegs_are_turned_by_their_exif_orientation(byte_order):
+    """As Pillow's exif_transpose (what translate does), in the graph, for all 8 values."""
+    y, x = np.mgrid[0:30, 0:50]
+    pixels = np.stack([x * 5, y * 8, (x + y) * 3], -1).astype(np.uint8)  # no symmetry
+    for orientation in range(1, 9):
+        data = _exif_jpeg(pixels, orientation, byte_order)
+        shown = np.asarray(images.read_image(data), dtype=int)  # Pillow, EXIF applied
+        got = export._decode_upright(tf.constant(data)).numpy()
+        assert got.shape == shown.shape, orientation
+        assert np.abs(got - shown).max() <= 8, orientation  # two JPEG decoders
+        assert tuple(export._header_shape(tf.constant(data)).numpy()) == shown.shape[:2]
+
+
+def test_served_pictures_are_read_as_translate_reads_files(exported, translator, rng):
+    """A phone's sideways JPEG comes back upright, a PNG's transparency on white."""
+    photo = smooth_image(rng, 24, 40)
+    rgba = np.concatenate([smooth_image(rng, 24, 40), np.zeros((24, 40, 1), np.uint8)], -1)
+    rgba[:, :20, 3] = 255  # left half opaque, right half transparent
+    png = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(png, "PNG")
+    requests = [_exif_jpeg(photo, 6), png.getvalue(), _exif_jpeg(photo, 1)]
+    serve = tf.saved_model.load(str(exported)).signatures["serving_default"]
+    answers = serve(image_bytes=tf.constant(requests))["image_bytes"].numpy()
+    for request, answer in zip(requests, answers):
+        served = tf.io.decode_jpeg(answer).numpy().astype(float)
+        expected = inference.translate_image(translator, images.read_image(request))
+        assert served.shape == expected.shape
+        assert np.abs(served - expected).mean() < 3.0  # JPEG quality 95, two decoders
+
+
 def test_bad_bytes_and_too_many_pixels_are_invalid_argument(exported, trained_workdir, tmp_path):
     loaded = tf.saved_model.load(str(exported))
     serve = loaded.signatures["serving_default"]
@@ -371,3 +417,27 @@ def test_export_folder_contents_and_refusals(exported, trained_workdir, capsys):
     assert "saved_model_cli show --dir" in (exported / "README.md").read_text()
     assert cli.main(["export", str(trained_workdir), "--out", str(exported)]) == 2
     assert "already holds a SavedModel" in capsys.readouterr().err
+
+
+def test_a_keras_model_that_is_not_a_generator_is_named(tmp_path):
+    path = tmp_path / "dense.keras"
+    keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)]).save(path)
+    with pytest.raises(InputError, match=r"dense.keras: .* is not a picture-to-picture generator "
+                                         r"\(input \(None, 8\), output \(None, 3\)"):
+        inference.Translator.load(path)
+
+
+def test_export_and_translate_output_refusals(trained_workdir, tmp_path, monkeypatch, capsys):
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    assert cli.main(["export", str(trained_workdir), "--out", "."]) == 2
+    assert "--out '.' is the current folder or one above it" in capsys.readouterr().err
+    (tmp_path / "file").write_text("in the way")
+    for args, message in [
+        (["export", str(trained_workdir), "--out", str(tmp_path / "file" / "1")], "is a file"),
+        (["translate", str(trained_workdir), str(tmp_path), "--out", "o", "--tile", "-1"],
+         "argument --tile: must be 0 or more, got -1"),
+    ]:
+        with pytest.raises(SystemExit):
+            cli.main(args)
+        assert message in capsys.readouterr().err

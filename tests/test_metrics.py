@@ -111,3 +111,16 @@ def test_mifid_on_both_sides_of_epsilon():
     # A different epsilon moves the threshold.
     assert metrics.mifid(real, fresh, eps=1.0) == pytest.approx(metrics.fid(real, fresh) / d_fresh)
     assert metrics.mifid(real, copies, fid_value=2.0) == pytest.approx(2.0 / d_copies)
+
+
+def test_a_set_against_itself_scores_zero_and_mifid_stays_finite():
+    """Rounding must not give a negative FID or distance (Kaggle's MiFID would then be a huge
+    negative number), and a distance of exactly 0 divides by Kaggle's 1e-14, not by zero."""
+    rng = np.random.default_rng(3)
+    features = rng.gamma(2.0, size=(300, 64))  # non-negative, like Inception's pool features
+    assert metrics.fid(features, features) == 0.0 or 0.0 < metrics.fid(features, features) < 1e-9
+    assert metrics.memorization_distance(features, features) >= 0.0
+    one_hot = np.eye(4)
+    assert metrics.memorization_distance(one_hot, one_hot) == 0.0
+    assert metrics.mifid(one_hot, one_hot, fid_value=1.0) == pytest.approx(1e14)
+    assert metrics.mifid(features, features) >= 0.0

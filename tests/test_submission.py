@@ -21,6 +21,13 @@ def _jpeg(size=16, mode="RGB", fmt="JPEG"):
     return buffer.getvalue()
 
 
+def _noise_jpeg(size=16):
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(0).integers(0, 256, (size, size, 3), np.uint8)
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
+
+
 def _zip(path, entries):
     with zipfile.ZipFile(path, "w") as archive:
         for name, data in entries:
@@ -46,6 +53,8 @@ def test_valid_zip_passes(tmp_path):
     ([("d/a.jpg", _jpeg())] + [(f"{i}.jpg", _jpeg()) for i in range(3)], "inside a folder"),
     ([("a.png", _jpeg())] + [(f"{i}.jpg", _jpeg()) for i in range(3)], "not named .jpg"),
     ([("g.jpg", _jpeg(mode="L"))] + [(f"{i}.jpg", _jpeg()) for i in range(3)], "not RGB (3 channels): g.jpg (L)"),
+    ([("t.jpg", _noise_jpeg()[:-100])] + [(f"{i}.jpg", _jpeg()) for i in range(3)],
+     "1 entry is not a readable picture: t.jpg"),  # a whole header, the pixels cut short
 ])
 def test_validator_rejects(tmp_path, entries, message):
     path = _zip(tmp_path / "images.zip", entries)
@@ -95,7 +104,8 @@ def test_submission_command_end_to_end(trained_workdir, tmp_path, capsys):
     failed = tmp_path / "too_few.zip"
     rc = cli.main(["submission", str(trained_workdir), "--photos", photos, "--out", str(failed),
                    "--size", "64", "--quiet"])  # Kaggle's bounds: 64 photos are too few
-    assert rc == 2 and "64 images; the competition needs 7,000" in capsys.readouterr().err
+    err = capsys.readouterr().err  # counted before anything is translated
+    assert rc == 2 and "64 photos; the competition needs 7,000 to 10,000 images (nothing was" in err
     assert not failed.exists() and not list(tmp_path.glob(".tmp-*"))
 
 
@@ -125,3 +135,24 @@ def test_a_shard_record_that_does_not_decode_stops_it_by_name(trained_workdir, t
     assert rc == 2 and "photo00-6.tfrec: record 3 (image_name 'p3'): the image is not a JPEG picture" in err
     assert err.rstrip().endswith("no zip was written") and "Traceback" not in err
     assert not out.exists() and not list(tmp_path.glob(".tmp-*"))
+
+
+def test_wrong_counts_and_outputs_are_refused_before_translating(trained_workdir, tmp_path, rng,
+                                                                 capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), np.uint8)).save(folder / f"p{i}.png")
+    rc = cli.main(["submission", str(trained_workdir), "--photos", str(folder),
+                   "--out", str(tmp_path / "images.zip"), "--min-images", "5", "--quiet"])
+    assert rc == 2
+    assert f"--photos {str(folder)!r}: 3 pictures; the competition needs 5 to 10,000" in (
+        capsys.readouterr().err)
+    (tmp_path / "a_folder.zip").mkdir()
+    (tmp_path / "file").write_text("in the way")
+    for out, message in [(tmp_path / "a_folder.zip", "is a folder; name a file"),
+                         (tmp_path / "file" / "images.zip", "file' exists and is not a folder")]:
+        with pytest.raises(SystemExit):
+            cli.main(["submission", str(trained_workdir), "--photos", str(folder),
+                      "--out", str(out)])
+        assert message in capsys.readouterr().err
