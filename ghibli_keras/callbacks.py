@@ -88,7 +88,8 @@ class SampleGrid(keras.callbacks.Callback):
         if self.writer is not None:
             strips = np.stack([np.concatenate(row, axis=1) for row in rows])  # (N, H, 6W, 3)
             with self.writer.as_default():
-                tf.summary.image("x | G(x) | F(G(x)) | y | F(y) | G(F(y))", strips, step=epoch + 1,
+                # step: the 0-based epoch, as the TensorBoard callback's epoch scalars
+                tf.summary.image("x | G(x) | F(G(x)) | y | F(y) | G(F(y))", strips, step=epoch,
                                  max_outputs=len(strips))
             self.writer.flush()
 
@@ -104,6 +105,32 @@ class SaveLatestModel(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         with atomic_path(self.path) as tmp:
             self.model.save(tmp)
+
+
+def backup_and_restore(backup_dir) -> tuple[keras.callbacks.Callback, keras.callbacks.Callback]:
+    """Keras' `BackupAndRestore` (with `double_checkpoint`) as two callbacks: list `restore`
+    first and `save` last. `restore` brings the run back at the start of `fit`, before the other
+    callbacks look at the model; `save` backs up each epoch after the others have written its
+    model, log row and samples, so a kill in between trains the epoch again rather than
+    leaving it without them; it removes the backup when training completes."""
+    backup = keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True)
+
+    class Restore(keras.callbacks.Callback):
+        def set_model(self, model):
+            super().set_model(model)
+            backup.set_model(model)
+
+        def on_train_begin(self, logs=None):
+            backup.on_train_begin(logs)
+
+    class Save(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            backup.on_epoch_end(epoch, logs)
+
+        def on_train_end(self, logs=None):
+            backup.on_train_end(logs)
+
+    return Restore(), Save()
 
 
 class TerminateOnNaN(keras.callbacks.TerminateOnNaN):

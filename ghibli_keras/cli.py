@@ -313,8 +313,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
         decay = round(config.train.decay_epochs * args.epochs / config.train.epochs)
         config = config.override(**{"train.epochs": args.epochs, "train.decay_epochs": decay})
     config = config.override(**{"train.steps_per_epoch": args.steps_per_epoch})
-    demo.run(sample, args.out, config, inception_weights=args.inception_weights)
+    try:
+        demo.run(sample, args.out, config, inception_weights=args.inception_weights)
+    except InputError as e:  # a rerun with other settings: in the demo's own flags
+        raise InputError(_in_demo_flags(str(e))) from None
     return 0
+
+
+#: The config fields the demo's flags set, and where its workdir comes from.
+DEMO_FLAGS = {"train.epochs": "--epochs", "train.decay_epochs": "--epochs",
+              "train.steps_per_epoch": "--steps-per-epoch", "another --workdir": "another --out"}
+
+
+def _in_demo_flags(message: str) -> str:
+    for name, flag in DEMO_FLAGS.items():
+        message = message.replace(name, flag)
+    return message
 
 
 #: The fewest images a set can have for a covariance (and so FID, KID, MiFID).
@@ -537,6 +551,10 @@ def cmd_style_transfer(args: argparse.Namespace) -> int:
         raise InputError(f"--out {args.out!r}: name a {', '.join(images.WRITE_FORMATS)} file")
     if out.is_dir():
         raise InputError(f"--out {args.out!r} is a folder; name a {', '.join(images.WRITE_FORMATS)} file")
+    try:
+        output_dir(str(out.parent))  # before minutes of optimisation
+    except argparse.ArgumentTypeError as e:
+        raise InputError(f"--out {args.out!r}: {e}") from None
     if args.size is not None and args.size < STYLE_MIN_SIDE:
         raise InputError(f"--size must be at least {STYLE_MIN_SIDE}, got {args.size}")
     content = images.read_image(args.content)  # ImageReadError names the file

@@ -43,11 +43,36 @@ def demo_config(sample_dir: Path) -> Config:
     )
 
 
+def heldout_photos(config: Config) -> np.ndarray:
+    """The held-out photos, uint8 `(N, H, W, 3)`; `InputError` unless there are enough of one
+    size (as in the sample's photo_test: 64 photos of 128×128)."""
+    files = config.data.heldout_photos
+    photos = list(data.load_tfrecords(files).as_numpy_iterator())
+    shapes = sorted({p.shape for p in photos})
+    wanted = max(GRID_PICTURES, TRANSLATED_PICTURES)
+    if len(photos) < wanted or len(shapes) > 1:
+        sizes = ", ".join(f"{h}x{w}" for h, w, _ in shapes) or "none"
+        raise InputError(f"held-out photos {files!r}: {len(photos)} of sizes {sizes}; the demo "
+                         f"needs at least {wanted} of one size (the sample's photo_test has 64 "
+                         f"of 128x128)")
+    return np.stack(photos)
+
+
 def heldout_score(generator, photos: np.ndarray, batch_size: int = 16) -> dict:
     """PSNR of G(photo) against stylize(photo) on uint8 photos `(N, H, W, 3)`, beside the
-    identity baseline PSNR(photo, stylize(photo)). H and W must suit the generator."""
+    identity baseline PSNR(photo, stylize(photo)); any H and W."""
+    import tensorflow as tf
+
+    from .inference import pad_run_crop
+    from .models import size_multiple, smallest_side
+
     targets = np.stack([sample.stylize(p) for p in photos])
-    translated = to_uint8(generator.predict(photos / 127.5 - 1.0, batch_size=batch_size, verbose=0))
+    network = lambda x: generator(x, training=False)  # noqa: E731
+    x = photos / 127.5 - 1.0  # (N, H, W, 3), any H, W: padded to sides the generator takes
+    translated = np.concatenate([
+        to_uint8(pad_run_crop(network, tf.constant(x[i:i + batch_size], tf.float32),
+                              size_multiple(generator), smallest_side(generator)))
+        for i in range(0, len(x), batch_size)])
     model_psnr = sample.psnr(translated, targets)
     baseline = sample.psnr(photos, targets)
     return {
@@ -103,10 +128,10 @@ def run(sample_dir: Path, out: Path, config: Config = None, inception_weights=No
     sample_dir, out = Path(sample_dir), Path(out)
     config = config or demo_config(sample_dir)
     workdir = out / "workdir"
+    photos = heldout_photos(config)  # checked before training
     training.train(config, workdir)
 
     model = keras.models.load_model(workdir / "model.keras", compile=False)
-    photos = np.stack(list(data.load_tfrecords(config.data.heldout_photos).as_numpy_iterator()))
     score = heldout_score(model.generator_g, photos)
     translated, targets = score.pop("translated"), score.pop("targets")
 

@@ -15,8 +15,10 @@ The workdir holds:
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -42,6 +44,7 @@ METRIC_PHOTOS = 1000  # at most this many held-out photos are translated for KID
 #: What a bad record in the shards leaves, for its message.
 STOPPED = "training stopped here; then rerun the same command to go on from its last backup"
 RERUN_MAY_CHANGE = ("epochs", "decay_epochs", "metrics_every", "inception_weights")
+RESUME_SEED_STEP = 1000  # the data seed of a run resumed after N epochs: seed + N * this
 
 
 def resolve_workdir_config(config: Config, workdir: Path) -> Config:
@@ -55,7 +58,7 @@ def resolve_workdir_config(config: Config, workdir: Path) -> Config:
     if path.exists() and started:
         try:
             saved = Config.from_json(path.read_text())
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, AttributeError, KeyError) as e:
             raise InputError(f"{path} is not a valid config ({e}); use a new --workdir") from None
         mine, theirs = config.to_dict(), saved.to_dict()
         for section in ("data", "model", "train"):
@@ -72,6 +75,68 @@ def resolve_workdir_config(config: Config, workdir: Path) -> Config:
     with atomic_path(path) as tmp:
         tmp.write_text(config.to_json())
     return config
+
+
+BACKUP_FILES = ("latest.weights.h5", "training_metadata.json")  # BackupAndRestore's pair
+
+
+def _backup_epoch(weights: Path, metadata: Path) -> Optional[int]:
+    """Epochs finished by a BackupAndRestore pair, or None when either file is missing or does
+    not read whole (a kill while it was written)."""
+    import h5py
+
+    try:
+        epoch = int(json.loads(metadata.read_text())["epoch"])
+        with h5py.File(weights, "r") as f:  # every array, not just the header
+            f.visititems(lambda name, item: item[()] if isinstance(item, h5py.Dataset) else None)
+        return epoch
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def restore_point(backup: Path) -> int:
+    """The number of epochs the run in `backup` (BackupAndRestore's folder) has finished: 0
+    when there is no backup. A damaged latest pair is replaced by the one before it (kept by
+    `double_checkpoint`), as Keras would do, so the epoch is known before `fit`.
+
+    Raises:
+        InputError: the backup is damaged and there is no readable one before it.
+    """
+    latest = [backup / name for name in BACKUP_FILES]
+    if not any(path.exists() for path in latest):
+        return 0
+    epoch = _backup_epoch(*latest)
+    if epoch is not None:
+        return epoch
+    previous = [path.with_name(path.name + ".bkp") for path in latest]
+    epoch = _backup_epoch(*previous)
+    if epoch is None:
+        raise InputError(f"{backup}: the backup does not read whole (a kill while it was "
+                         f"written?) and there is no earlier one: delete {backup} to train this "
+                         f"run again from its first epoch")
+    log.warning("%s: the latest backup does not read whole; resuming from the one before "
+                "(epoch %d)", backup, epoch)
+    for old, new in zip(previous, latest):
+        shutil.copyfile(old, new)
+    return epoch
+
+
+def forget_epochs_from(workdir: Path, epoch: int) -> None:
+    """Removes the rows of epochs >= `epoch` (0-based) from log.csv and metrics.csv: a run
+    stopped after they were written but before its backup trains them again."""
+    for path in (workdir / "log.csv", workdir / "metrics.csv"):
+        if not path.exists():
+            continue
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows or "epoch" not in rows[0]:
+            continue
+        column = rows[0].index("epoch")
+        kept = [rows[0]] + [r for r in rows[1:] if len(r) > column and r[column].isdigit()
+                            and int(r[column]) < epoch]
+        if len(kept) < len(rows):
+            with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+                csv.writer(f).writerows(kept)
 
 
 def steps_per_execution(wanted: int, steps_per_epoch: int) -> int:
@@ -143,15 +208,20 @@ def metrics_callback(config: Config, workdir: Path) -> Optional[keras.callbacks.
 
 
 def make_callbacks(config: Config, workdir: Path, extra: Sequence = ()) -> list:
+    """The run's callbacks. The backup is restored first and saved last: an epoch counts as
+    done only once its model, log row and samples are written (a kill in between trains it
+    again)."""
     photos, styles = sample_pictures(config)
+    restore, save = cb.backup_and_restore(workdir / "backup")
     return [
-        keras.callbacks.BackupAndRestore(str(workdir / "backup"), double_checkpoint=True),
+        restore,
         cb.TerminateOnNaN(workdir),
         cb.SaveLatestModel(workdir / "model.keras"),
         keras.callbacks.CSVLogger(str(workdir / "log.csv"), append=True),
         keras.callbacks.TensorBoard(str(workdir / "tensorboard"), write_graph=False),
         cb.SampleGrid(photos, styles, workdir / "samples", log_dir=str(workdir / "tensorboard")),
         *extra,
+        save,
     ]
 
 
@@ -199,8 +269,14 @@ def _train(config: Config, workdir, extra_callbacks: Sequence, verbose,
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
     if (workdir / "done.json").exists():
-        done = json.loads((workdir / "done.json").read_text())
-        log.info("%s already finished (%s epochs); nothing to do", workdir, done.get("epochs"))
+        try:
+            done = json.loads((workdir / "done.json").read_text())
+            epochs = done["epochs"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise InputError(f"{workdir / 'done.json'}: damaged ({e}); the run in {workdir} had "
+                             f"finished: use its model.keras, or choose another --workdir "
+                             f"to train again") from None
+        log.info("%s already finished (%s epochs); nothing to do", workdir, epochs)
         return None
     d, t = config.data, config.train
     strategy = strategy or strategies.get(t.strategy)
@@ -211,10 +287,13 @@ def _train(config: Config, workdir, extra_callbacks: Sequence, verbose,
     if t.seed is not None:
         keras.utils.set_random_seed(t.seed)
     steps = t.steps_per_epoch or data.steps_per_epoch(d.photos, d.styles, t.batch_size)
+    resumed = 0 if multiworker else restore_point(workdir / "backup")
     dataset = data.training_dataset(
         d.photos, d.styles, t.batch_size,
         image_size=d.image_size, load_size=d.load_size, shuffle_buffer=d.shuffle_buffer,
-        seed=t.seed, strategy=strategy, resize_on_device=True,
+        # a resumed run goes on with other shuffles and crops, not the first epoch's again
+        seed=None if t.seed is None else t.seed + RESUME_SEED_STEP * resumed,
+        strategy=strategy, resize_on_device=True,
     )
     validation = None
     if d.heldout_photos:
@@ -229,6 +308,8 @@ def _train(config: Config, workdir, extra_callbacks: Sequence, verbose,
         extra_callbacks = [c for c in [metrics_callback(config, workdir)] if c] + extra_callbacks
     if chief:  # after the data was checked: a bad --photos leaves no workdir behind
         config = resolve_workdir_config(config, workdir)
+        if not multiworker:
+            forget_epochs_from(workdir, resumed)
     with strategy.scope():
         model = build_model(config, steps, jit_compile=jit)
     shards = [f for f in (d.photos, d.styles, d.heldout_photos) if f]

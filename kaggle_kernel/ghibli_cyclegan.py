@@ -41,7 +41,7 @@ INCEPTION_WEIGHTS = os.environ.get("GHIBLI_KERAS_INCEPTION_WEIGHTS", "imagenet")
 
 # %% [markdown]
 # ## Install the package
-# From the attached `ghibli-keras-wheel` dataset (no internet needed), else from the index.
+# From the attached `ghibli-keras-wheel` dataset (no internet needed).
 
 # %%
 import glob
@@ -51,8 +51,12 @@ import sys
 
 if importlib.util.find_spec("ghibli_keras") is None:
     wheels = sorted(glob.glob(f"{KAGGLE_ROOT}/input/*/ghibli_keras-*.whl"))
-    target = wheels[-1] if wheels else "ghibli-keras"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", target], check=True)
+    if not wheels:
+        raise FileNotFoundError("attach the ghibli-keras-wheel dataset (ghibli-keras kaggle push)")
+    # --no-deps: Kaggle's image has TensorFlow, Keras and the rest, and the kernel is offline
+    # (tensorflow-serving-api, needed only by `export`, may not be in it).
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", wheels[-1]],
+                   check=True)
 
 import ghibli_keras
 from ghibli_keras import features, metrics, strategy, submission

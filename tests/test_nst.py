@@ -176,6 +176,8 @@ def test_style_transfer_input_errors_are_one_line(tmp_path):
         ([str(good), str(good), "--out", str(tmp_path / "o.jpg"), "--size", "8"], "--size"),
         ([str(good), str(good), "--out", str(tmp_path / "o.jpg"), "--tv-weight", "-1"],
          "--tv-weight"),
+        ([str(good), str(good), "--out", str(tmp_path / "notes.jpg" / "o.jpg")],
+         "notes.jpg' exists and is not a folder"),
     ]:
         result = _cli(*args)
         assert result.returncode == 2, (args, result.stderr)

@@ -33,6 +33,14 @@ def test_workdir_holds_everything(trained_workdir):
     assert {"g_loss", "d_x_loss", "d_y_loss", "cycle_loss", "val_cycle_loss"} <= set(rows[0])
     assert all(math.isfinite(float(r["g_loss"])) for r in rows)
     assert json.loads((w / "config.json").read_text())["model"]["ngf"] == 4
+    import tensorflow as tf
+
+    def steps(folder):  # the steps of the summaries in a folder's event files
+        return sorted({event.step for path in folder.glob("events.out.tfevents.*")
+                       for event in tf.compat.v1.train.summary_iterator(str(path))
+                       if event.summary.value})
+
+    assert steps(w / "tensorboard" / "samples") == steps(w / "tensorboard" / "train") == [0, 1]
 
 
 def test_model_keras_loads_and_translates(trained_workdir):
@@ -132,6 +140,64 @@ def test_kill_while_writing_the_backup_resumes_from_the_previous_one(tmp_path):
     training.train(config, workdir, extra_callbacks=[record], verbose=0)
     assert record.first_epoch == 1  # the previous backup (after epoch 0) was used
     assert record.iterations == {"g": 3, "f": 3, "d_x": 3, "d_y": 3}
+    assert [r["epoch"] for r in _log(workdir)] == ["0", "1", "2"]  # epoch 1's first row gone
+
+
+class _StopAtEpochEnd(keras.callbacks.Callback):
+    """A kill at the end of an epoch, after its log row, before its backup."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.slow
+def test_an_epoch_killed_before_its_backup_is_trained_again_with_new_data(tmp_path, monkeypatch):
+    config = tiny_test_config(**{"train.epochs": 3, "train.decay_epochs": 1})
+    workdir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, workdir, extra_callbacks=[_StopAtEpochEnd(1)], verbose=0)
+    assert [r["epoch"] for r in _log(workdir)] == ["0", "1"]  # epoch 1 logged, not backed up
+    seeds, real = [], training.data.training_dataset
+
+    def recording(*args, **kwargs):
+        seeds.append(kwargs["seed"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training.data, "training_dataset", recording)
+    record = _RecordStart()
+    training.train(config, workdir, extra_callbacks=[record], verbose=0)
+    assert record.first_epoch == 1
+    assert [r["epoch"] for r in _log(workdir)] == ["0", "1", "2"]  # no row twice
+    assert (workdir / "samples" / "epoch_002.png").is_file()
+    assert seeds == [config.train.seed + training.RESUME_SEED_STEP]  # not epoch 0's batches
+
+
+def test_a_backup_with_nothing_readable_is_named(tmp_path):
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    assert training.restore_point(backup) == 0  # none yet
+    (backup / "latest.weights.h5").write_bytes(b"torn")
+    (backup / "training_metadata.json").write_text('{"epoch": 2}')
+    with pytest.raises(InputError, match="backup: the backup does not read whole .* delete"):
+        training.restore_point(backup)
+
+
+def test_damaged_workdir_files_are_named(tmp_path):
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    (workdir / "done.json").write_text("")
+    with pytest.raises(InputError, match="done.json: damaged .* had finished"):
+        training.train(tiny_test_config(), workdir)
+    (workdir / "done.json").unlink()
+    (workdir / "config.json").write_text("[]")
+    (workdir / "log.csv").write_text("epoch,g_loss\n0,1.0\n")
+    with pytest.raises(InputError, match="config.json is not a valid config"):
+        training.resolve_workdir_config(tiny_test_config(), workdir)
 
 
 def _optimizer_state(model):
