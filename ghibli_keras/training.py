@@ -11,6 +11,7 @@ The workdir holds:
   samples/         epoch_NNN.png grids and latest.png
   loss_curves.png  at the end
   done.json        written when training completes
+  .lock            held while a process trains the run (a second one is refused)
 """
 
 from __future__ import annotations
@@ -78,6 +79,46 @@ def resolve_workdir_config(config: Config, workdir: Path) -> Config:
 
 
 BACKUP_FILES = ("latest.weights.h5", "training_metadata.json")  # BackupAndRestore's pair
+
+
+LOCK_FILE = ".lock"
+
+
+class WorkdirLock:
+    """One run at a time in a workdir: an exclusive `flock` on `WORKDIR/.lock`, taken by
+    `acquire()` (a second call does nothing) and given up by `release()` or when the process
+    ends, however it ends. Where there is no `flock` (Windows, some network file systems),
+    runs go unlocked."""
+
+    def __init__(self, workdir):
+        self.path = Path(workdir) / LOCK_FILE
+        self._file = None
+
+    def acquire(self) -> None:
+        if self._file is not None:
+            return
+        try:
+            import fcntl
+        except ImportError:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        file = open(self.path, "a")
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.close()
+            raise InputError(f"{self.path.parent} is being trained by another process (it "
+                             f"holds {self.path}): wait for that run, or choose another "
+                             f"--workdir") from None
+        except OSError:  # the file system has no locks
+            file.close()
+            return
+        self._file = file
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def _backup_epoch(weights: Path, metadata: Path) -> Optional[int]:
@@ -252,15 +293,19 @@ def train(
     model is built and trained; the caller's policy is back when this returns.
     """
     previous = keras.config.dtype_policy()
+    lock = WorkdirLock(workdir)
     try:
-        return _train(config, workdir, extra_callbacks, verbose, strategy)
+        return _train(config, workdir, extra_callbacks, verbose, strategy, lock)
     finally:
+        lock.release()
         keras.config.set_dtype_policy(previous)
 
 
 def _train(config: Config, workdir, extra_callbacks: Sequence, verbose,
-           strategy: Optional[tf.distribute.Strategy]) -> Optional[keras.callbacks.History]:
-    """`train`, which sets the global dtype policy (strategy.set_precision)."""
+           strategy: Optional[tf.distribute.Strategy],
+           lock: WorkdirLock) -> Optional[keras.callbacks.History]:
+    """`train`, which sets the global dtype policy (strategy.set_precision); the chief takes
+    `lock` before it reads or writes the workdir."""
     if "://" in str(workdir):
         raise InputError(f"workdir {str(workdir)!r}: a local folder is needed (the run writes it "
                          f"with file operations; mount a bucket with gcsfuse)")
@@ -287,6 +332,8 @@ def _train(config: Config, workdir, extra_callbacks: Sequence, verbose,
     if t.seed is not None:
         keras.utils.set_random_seed(t.seed)
     steps = t.steps_per_epoch or data.steps_per_epoch(d.photos, d.styles, t.batch_size)
+    if chief and workdir.is_dir():  # a rerun: locked before its backup is read
+        lock.acquire()
     resumed = 0 if multiworker else restore_point(workdir / "backup")
     dataset = data.training_dataset(
         d.photos, d.styles, t.batch_size,
@@ -307,6 +354,7 @@ def _train(config: Config, workdir, extra_callbacks: Sequence, verbose,
     elif t.metrics_every:  # checks the Inception weights before anything is written
         extra_callbacks = [c for c in [metrics_callback(config, workdir)] if c] + extra_callbacks
     if chief:  # after the data was checked: a bad --photos leaves no workdir behind
+        lock.acquire()
         config = resolve_workdir_config(config, workdir)
         if not multiworker:
             forget_epochs_from(workdir, resumed)

@@ -89,14 +89,19 @@ def test_a_record_that_does_not_decode_stops_training_by_name(tmp_path):
 
 
 class _StopAtEpoch(keras.callbacks.Callback):
-    """Simulates a kill at the start of an epoch (after the previous epoch's backup)."""
+    """Simulates a kill at the start of an epoch (after the previous epoch's backup), or with
+    `at_end` at its end (after its log row, before its backup)."""
 
-    def __init__(self, epoch):
+    def __init__(self, epoch, at_end=False):
         super().__init__()
-        self.epoch = epoch
+        self.epoch, self.at_end = epoch, at_end
 
     def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
+        if epoch == self.epoch and not self.at_end:
+            raise KeyboardInterrupt
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch and self.at_end:
             raise KeyboardInterrupt
 
 
@@ -143,24 +148,12 @@ def test_kill_while_writing_the_backup_resumes_from_the_previous_one(tmp_path):
     assert [r["epoch"] for r in _log(workdir)] == ["0", "1", "2"]  # epoch 1's first row gone
 
 
-class _StopAtEpochEnd(keras.callbacks.Callback):
-    """A kill at the end of an epoch, after its log row, before its backup."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
-
-
 @pytest.mark.slow
 def test_an_epoch_killed_before_its_backup_is_trained_again_with_new_data(tmp_path, monkeypatch):
     config = tiny_test_config(**{"train.epochs": 3, "train.decay_epochs": 1})
     workdir = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        training.train(config, workdir, extra_callbacks=[_StopAtEpochEnd(1)], verbose=0)
+        training.train(config, workdir, extra_callbacks=[_StopAtEpoch(1, at_end=True)], verbose=0)
     assert [r["epoch"] for r in _log(workdir)] == ["0", "1"]  # epoch 1 logged, not backed up
     seeds, real = [], training.data.training_dataset
 
@@ -287,3 +280,19 @@ def test_steps_per_execution_must_be_positive(capsys):
     with pytest.raises(SystemExit) as stop:
         cli.main(["train", "--workdir", "w", "--steps-per-execution", "0"])
     assert stop.value.code == 2 and "--steps-per-execution" in capsys.readouterr().err
+
+
+def test_a_workdir_trains_in_one_process_at_a_time(tmp_path):
+    import fcntl
+
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    with open(workdir / training.LOCK_FILE, "a") as held:  # another run's lock
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(InputError, match="w is being trained by another process .*another "
+                                             "--workdir"):
+            training.train(tiny_test_config(), workdir)
+    lock = training.WorkdirLock(workdir)  # free again once the holder closed it
+    lock.acquire()
+    lock.acquire()  # a second call does nothing
+    lock.release()
