@@ -613,8 +613,16 @@ def ui_command(args: argparse.Namespace) -> tuple[list[str], dict]:
     check_vgg_weights(args.vgg_weights)
     if not 1 <= args.port <= 65535:
         raise InputError(f"--port must be in 1..65535, got {args.port}")
+    import socket
+
+    try:
+        socket.getaddrinfo(args.address, args.port)
+    except (socket.gaierror, UnicodeError) as e:
+        raise InputError(f"--address {args.address!r}: not an address of this machine "
+                         f"({e}); e.g. 127.0.0.1, or 0.0.0.0 for every interface") from None
     if importlib.util.find_spec("streamlit") is None:
-        raise InputError("the web UI needs Streamlit: pip install 'ghibli-keras[ui]'")
+        raise InputError("the web UI needs Streamlit: pip install 'streamlit>=1.50,<2' (or, in "
+                         "the checkout, pip install -e '.[ui]')")
     return ui.streamlit_command(args.port, args.address, args.model, args.vgg_weights,
                                 args.max_upload_mb, args.max_pixels)
 
@@ -872,7 +880,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="a web page to translate uploaded photos (CycleGAN or style transfer)",
         description="Serve a Streamlit page: upload a photo, translate it with a CycleGAN (a "
         "workdir, .keras file or exported SavedModel) or by style transfer from an uploaded "
-        "style picture, compare and download. Needs `pip install 'ghibli-keras[ui]'`.",
+        "style picture, compare and download. Needs Streamlit (`pip install -e '.[ui]'` in the "
+        "checkout).",
     )
     p.add_argument("--model", metavar="PATH", help="the CycleGAN to offer (can be typed in the page)")
     p.add_argument("--port", type=positive_int, default=ui.DEFAULT_PORT, help=f"({ui.DEFAULT_PORT})")

@@ -141,6 +141,7 @@ class Config:
             (m.ngf > 0 and m.ndf > 0, f"model.ngf and model.ndf must be positive, got {m.ngf}, {m.ndf}"),
             (m.n_blocks >= 0, f"model.n_blocks must be >= 0, got {m.n_blocks}"),
             (m.n_layers >= 1, f"model.n_layers must be >= 1, got {m.n_layers}"),
+            (m.norm_epsilon > 0, f"model.norm_epsilon must be positive, got {m.norm_epsilon}"),
             (t.epochs > 0, f"train.epochs must be positive, got {t.epochs}"),
             (0 <= t.decay_epochs <= t.epochs, f"train.decay_epochs must be in 0..epochs ({t.epochs}), got {t.decay_epochs}"),
             (t.steps_per_epoch is None or t.steps_per_epoch > 0, f"train.steps_per_epoch must be positive, got {t.steps_per_epoch}"),

@@ -111,7 +111,7 @@ def api():
         try:
             from kaggle.api.kaggle_api_extended import KaggleApi
         except ImportError:
-            raise InputError("the Kaggle API is not installed: pip install 'ghibli-keras[kaggle]'") from None
+            raise InputError("the Kaggle API is not installed: pip install 'kaggle>=1.6,<3'") from None
         client = KaggleApi()
         try:
             client.authenticate()

@@ -38,8 +38,14 @@ def _initializers(seed):
 
 def _check_positive(**values):
     for name, value in values.items():
-        if not isinstance(value, int) or value <= 0:
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _check_epsilon(value) -> None:
+    """Instance norm divides by sqrt(variance + epsilon): 0 gives NaN on a flat picture."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"norm_epsilon must be a positive number, got {value!r}")
 
 
 @keras.saving.register_keras_serializable(package="ghibli_keras")
@@ -92,6 +98,7 @@ def resnet_generator(
     (1, 32, 48, 3)
     """
     _check_positive(ngf=ngf)
+    _check_epsilon(norm_epsilon)
     if not isinstance(n_blocks, int) or n_blocks < 0:
         raise ValueError(f"n_blocks must be a non-negative int, got {n_blocks!r}")
     norm = lambda n: instance_norm(n, affine_norm, norm_epsilon)  # noqa: E731
@@ -147,6 +154,7 @@ def unet_generator(
     >>> unet_generator()(keras.ops.zeros((1, 256, 256, 3))).shape
     (1, 256, 256, 3)
     """
+    _check_epsilon(norm_epsilon)
     down_filters = (64, 128, 256, 512, 512, 512, 512, 512)
     up_filters = (512, 512, 512, 512, 256, 128, 64)
     init = _initializers(seed)
@@ -197,6 +205,7 @@ def patch_discriminator(
     (1, 30, 30, 1)
     """
     _check_positive(ndf=ndf, n_layers=n_layers)
+    _check_epsilon(norm_epsilon)
     init = _initializers(seed)
     inputs = keras.Input(shape=(None, None, IMAGE_CHANNELS), name="image")  # (B, H, W, 3)
     h = layers.ZeroPadding2D(1, name="layer1_pad")(inputs)

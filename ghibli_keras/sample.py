@@ -157,7 +157,7 @@ def _load_skimage(name: str) -> np.ndarray:
         from skimage import data as skdata
     except ImportError:
         raise SystemExit(
-            "rebuilding the sample set needs scikit-image: pip install 'ghibli-keras[sample]'"
+            "rebuilding the sample set needs scikit-image: pip install 'scikit-image>=0.22,<1'"
         )
     return getattr(skdata, name)()
 

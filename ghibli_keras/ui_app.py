@@ -23,10 +23,23 @@ STYLE_SIDES = [128, 256, 384, 512]
 
 
 @st.cache_resource(show_spinner="Loading the model…")
-def load_translator(model: str):
+def load_translator(model: str, version: tuple):
+    """The translator of `model`, cached per `version` (`model_version`): a workdir still
+    training saves a new model.keras each epoch, and the page then loads that."""
     from ghibli_keras import inference
 
     return inference.Translator.load(model, "photo2style")
+
+
+def model_version(model: str) -> tuple:
+    """(modification time, size) of the file that holds `model`: its saved_model.pb, its
+    model.keras, or the .keras file itself; () when there is none (Translator.load says why)."""
+    path = Path(model)
+    for candidate in (path / "saved_model.pb", path / "model.keras", path):
+        if candidate.is_file():
+            stat = candidate.stat()
+            return stat.st_mtime_ns, stat.st_size
+    return ()
 
 
 @st.cache_resource(show_spinner="Loading VGG19…")
@@ -51,7 +64,7 @@ def read_upload(upload, what: str, max_pixels: int):
 def run_cyclegan(photo: np.ndarray, model: str, side: int) -> tuple[np.ndarray, str]:
     from ghibli_keras import inference
 
-    translator = load_translator(model)
+    translator = load_translator(model, model_version(model))
     photo = images.resize_longer_side(photo, side, enlarge=False)
     bar = st.progress(0.0, text="Translating…")
     result = inference.translate_image(
@@ -72,7 +85,8 @@ def run_style_transfer(photo: np.ndarray, style: np.ndarray, weights: str, steps
         bar.progress(done / steps, text=f"Style transfer: step {done} of {steps}, "
                                         f"loss {losses['total']:.4g}")
 
-    config = nst.StyleConfig(steps=steps, size=min(side, max(photo.shape[:2])))  # no upscaling
+    # no upscaling, but at least VGG19's smallest side (a smaller picture is refused by name)
+    config = nst.StyleConfig(steps=steps, size=max(nst.MIN_SIDE, min(side, max(photo.shape[:2]))))
     result = nst.stylize(photo, style, config, weights=weights, extractor=extractor,
                          progress=progress)
     bar.empty()

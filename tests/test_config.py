@@ -105,3 +105,8 @@ def test_tf_config_unset_or_valid():
     assert tf_config("") == {}
     two = '{"cluster": {"chief": ["h:1"], "worker": ["h:2"]}, "task": {"type": "worker", "index": 0}}'
     assert tf_config(two)["cluster"]["worker"] == ["h:2"]
+
+
+def test_norm_epsilon_must_be_positive():
+    with pytest.raises(InputError, match="model.norm_epsilon must be positive, got 0.0"):
+        get_preset("tiny").override(**{"model.norm_epsilon": 0.0}).validated()

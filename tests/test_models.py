@@ -149,6 +149,11 @@ def test_reflection_padding_matches_numpy_and_serializes():
         (lambda: models.resnet_generator(8, -1), "n_blocks"),
         (lambda: models.patch_discriminator(8, 0), "n_layers must be a positive int, got 0"),
         (lambda: ReflectionPadding2D(-1), "padding"),
+        (lambda: models.patch_discriminator(True), "ndf must be a positive int, got True"),
+        (lambda: models.resnet_generator(8, 1, norm_epsilon=0.0),
+         "norm_epsilon must be a positive number, got 0.0"),  # NaN on a flat picture
+        (lambda: models.unet_generator(norm_epsilon="x"), "norm_epsilon .* got 'x'"),
+        (lambda: models.patch_discriminator(8, norm_epsilon=-1), "norm_epsilon .* got -1"),
     ],
 )
 def test_bad_arguments(make, match):

@@ -119,3 +119,47 @@ def test_ui_command_line(tmp_path, trained_workdir):
     bad = cli.build_parser().parse_args(["ui", "--model", str(tmp_path / "none")])
     with pytest.raises(cli.InputError, match="--model .*no such file"):
         cli.ui_command(bad)
+
+
+def test_a_model_saved_again_is_loaded_again(monkeypatch, tmp_path, rng):
+    """A run still training writes model.keras every epoch: the page translates with the
+    file as it is now, not as it was first loaded."""
+    from ghibli_keras import models
+    from ghibli_keras.config import ModelConfig
+
+    config = ModelConfig(ngf=4, n_blocks=1, ndf=4, n_layers=1)
+    path = tmp_path / "g.keras"
+    photo = smooth_image(rng, 24, 32)
+    app = start(monkeypatch, **{env.MODEL: path})
+    results = []
+    for seed in (0, 1):
+        generator = models.build_networks(config, seed=seed)["generator_g"]
+        generator.save(path)
+        app.file_uploader(key="photo").upload("p.jpg", jpeg(photo), "image/jpeg").run()
+        app.button(key="run").click().run()
+        assert not app.exception and not app.error, (app.exception, app.error)
+        decoded = np.asarray(Image.open(io.BytesIO(jpeg(photo))).convert("RGB"))
+        expected = inference.translate_image(inference.Translator.load(path), decoded)
+        np.testing.assert_array_equal(app.session_state["result"], expected)
+        results.append(app.session_state["result"])
+    assert not np.array_equal(*results)
+
+
+@pytest.mark.slow
+def test_a_photo_too_small_for_style_transfer_is_one_message(monkeypatch, vgg_weights_file, rng):
+    app = start(monkeypatch, **{env.VGG_WEIGHTS: vgg_weights_file})
+    app.radio(key="method").set_value("Style transfer").run()
+    app.slider(key="steps").set_value(10).run()
+    app.file_uploader(key="photo").upload("tiny.png", jpeg(smooth_image(rng, 20, 24)),
+                                          "image/png").run()
+    app.file_uploader(key="style").upload("still.jpg", jpeg(smooth_image(rng, 64, 64)),
+                                          "image/jpeg").run()
+    app.button(key="run").click().run()
+    assert not app.exception, app.exception
+    assert len(app.error) == 1 and "too small for VGG19" in app.error[0].value
+
+
+def test_ui_address_that_does_not_resolve(trained_workdir):
+    args = cli.build_parser().parse_args(["ui", "--address", "999.1.1.1"])
+    with pytest.raises(cli.InputError, match="--address '999.1.1.1': not an address"):
+        cli.ui_command(args)
