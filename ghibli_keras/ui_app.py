@@ -134,6 +134,8 @@ def main() -> None:
                 result, how = run_style_transfer(photo, style, weights, steps, side)
         except InputError as e:
             st.error(str(e))
+            for key in ("result", "how", "original", "download_name"):  # not the last run's
+                st.session_state.pop(key, None)
         else:
             name = Path(upload.name).stem
             st.session_state.update(result=result, how=how, original=photo,

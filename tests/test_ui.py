@@ -143,6 +143,10 @@ def test_a_model_saved_again_is_loaded_again(monkeypatch, tmp_path, rng):
         np.testing.assert_array_equal(app.session_state["result"], expected)
         results.append(app.session_state["result"])
     assert not np.array_equal(*results)
+    path.unlink()  # a run that fails shows its error, not the previous run's picture
+    app.button(key="run").click().run()
+    assert "no such file" in app.error[0].value and "result" not in app.session_state
+    assert not app.get("image")
 
 
 @pytest.mark.slow
