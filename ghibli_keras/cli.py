@@ -340,6 +340,17 @@ def _too_few(flag: str, source: str, count: int) -> InputError:
                       f"which need at least {FID_MIN_SET} images a set (thousands for a stable FID)")
 
 
+def _check_pictures(flag: str, files: list) -> None:
+    """Every picture's header, before a network loads: an empty file, a non-picture or an
+    over-large picture is named at once rather than minutes into the run."""
+    from .images import ImageReadError, check_headers
+
+    try:
+        check_headers(files)
+    except ImageReadError as e:
+        raise InputError(f"{flag}: {e}; remove or replace it") from None
+
+
 def cmd_fid(args: argparse.Namespace) -> int:
     from .images import resolve_files
 
@@ -350,6 +361,8 @@ def cmd_fid(args: argparse.Namespace) -> int:
             raise InputError(f"{flag}: {e}") from None
         if kind == "images" and len(files) < FID_MIN_SET:  # shards are counted after reading
             raise _too_few(flag, source, len(files))
+        if kind == "images":
+            _check_pictures(flag, files)
     check_weights(args.inception_weights)
     _log_to_stderr()
     _quiet_tensorflow()
@@ -474,6 +487,8 @@ def cmd_submission(args: argparse.Namespace) -> int:
                          f"needs {low:,} to {high:,} images")
     if args.out.suffix.lower() != ".zip":
         raise InputError(f"--out must name a .zip file, got {str(args.out)!r}")
+    if kind == "images":
+        _check_pictures("--photos", files)
     _log_to_stderr()
     _quiet_tensorflow()
     from . import inference

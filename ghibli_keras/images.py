@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import io
 import os
@@ -162,6 +163,31 @@ def read_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nd
         ImageReadError: the file is empty, is not a picture, is truncated or corrupt, or has
             more pixels than `max_pixels`. `error.reason` is a short explanation.
     """
+    with _opened(source, max_pixels) as img:
+        img.load()  # first frame only for GIF and other animations
+        return _to_rgb(img)
+
+
+def check_headers(paths: Sequence[Union[str, os.PathLike]], *,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Opens each picture's header (no pixels are decoded) and raises for the first unusable one.
+
+    Cheap (well under a millisecond a file), so a command can refuse a folder holding an empty
+    file, a non-picture or an over-large picture before it loads a network. A picture truncated
+    after its header passes here and is caught when it is read.
+
+    Raises:
+        ImageReadError: as `read_image` would for that file's header.
+    """
+    for path in paths:
+        with _opened(path, max_pixels):
+            pass
+
+
+@contextlib.contextmanager
+def _opened(source: Source, max_pixels: int):
+    """`Image.open(source)` with the pixel limit checked, and every failure inside the block
+    (opening, decoding) raised as an `ImageReadError` naming `source`."""
     if max_pixels <= 0:
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
     name = "<bytes>" if isinstance(source, bytes) else str(source)
@@ -192,8 +218,7 @@ def read_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nd
                         f"{width}x{height} = {width * height:,} pixels, more than the limit of "
                         f"{max_pixels:,} (raise it with --max-pixels if the picture is genuine)",
                     )
-                img.load()  # first frame only for GIF and other animations
-                return _to_rgb(img)
+                yield img
         except ImageReadError:
             raise
         except UnidentifiedImageError:

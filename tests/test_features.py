@@ -232,6 +232,10 @@ def test_fid_command_input_errors_are_instant(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "one").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "one" / "a.png")
+    (tmp_path / "bad").mkdir()  # a non-picture among pictures: named before Inception loads
+    for name in ("a.png", "c.png"):
+        Image.new("RGB", (8, 8)).save(tmp_path / "bad" / name)
+    (tmp_path / "bad" / "b.png").write_text("not a picture")
     for args, message in [
         ([str(tmp_path / "nope"), str(tmp_path / "empty")], "REAL: '"),
         ([os.path.join(SAMPLE, "ghibli"), str(tmp_path / "empty")], "FAKE: '"),
@@ -239,6 +243,9 @@ def test_fid_command_input_errors_are_instant(tmp_path):
           str(tmp_path / "w.h5")], "--inception-weights"),
         ([str(tmp_path / "one"), os.path.join(SAMPLE, "photo")],
          "REAL '" + str(tmp_path / "one") + "': 1 image(s); the scores compare covariances"),
+        ([os.path.join(SAMPLE, "ghibli"), str(tmp_path / "bad")],
+         "FAKE: " + str(tmp_path / "bad" / "b.png") + ": not a picture Pillow can read; remove or "
+         "replace it"),
     ]:
         result = subprocess.run([sys.executable, "-c", code, "fid", *args], capture_output=True,
                                 text=True)

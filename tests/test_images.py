@@ -168,6 +168,28 @@ def test_truncated_jpeg(tmp_path, rng):
         read_image(path)
 
 
+def test_check_headers_names_the_first_unusable_file_without_decoding(tmp_path, rng):
+    good = [_save(tmp_path, f"{i}.png", Image.fromarray(smooth_image(rng, 30, 40))) for i in range(2)]
+    images.check_headers(good)
+    cut = tmp_path / "cut.jpg"  # a header and half its pixels: only reading finds it
+    buf = io.BytesIO()
+    Image.fromarray(smooth_image(rng, 256, 256)).save(buf, "JPEG")
+    cut.write_bytes(buf.getvalue()[: len(buf.getvalue()) * 4 // 5])
+    images.check_headers([*good, cut])
+    with pytest.raises(ImageReadError, match="truncated"):
+        read_image(cut)
+    for name, content, reason in [("empty.png", b"", "empty file"),
+                                  ("text.jpg", b"not a picture", "not a picture Pillow can read")]:
+        bad = tmp_path / name
+        bad.write_bytes(content)
+        with pytest.raises(ImageReadError, match=reason) as info:
+            images.check_headers([*good, bad, cut])
+        assert info.value.source == str(bad)
+    with pytest.raises(ImageReadError, match="more than the limit") as info:
+        images.check_headers(good, max_pixels=1_000)
+    assert info.value.source == str(good[0])
+
+
 def test_pixel_limit(tmp_path, rng):
     path = _save(tmp_path, "big.png", Image.fromarray(smooth_image(rng, 100, 100)))
     with pytest.raises(ImageReadError, match="more than the limit"):

@@ -87,6 +87,26 @@ def test_check_command_runs_without_tensorflow(tmp_path):
     assert result.returncode == 2 and "2 images; the competition needs 3 to 5" in result.stderr
 
 
+def test_a_bad_picture_is_named_before_the_model_loads(tmp_path):
+    model = tmp_path / "served"
+    model.mkdir()
+    (model / "saved_model.pb").write_bytes(b"")  # never read: the photos are refused first
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(photos / f"{i}.png")
+    (photos / "1.png").write_bytes(b"")
+    code = ("import sys, ghibli_keras_cli; rc = ghibli_keras_cli.main(sys.argv[1:]); "
+            "assert 'tensorflow' not in sys.modules; sys.exit(rc)")
+    result = subprocess.run([sys.executable, "-c", code, "submission", str(model), "--photos",
+                             str(photos), "--out", str(tmp_path / "images.zip"), "--min-images",
+                             "2", "--max-images", "5"], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().endswith(
+        f"--photos: {photos / '1.png'}: empty file (0 bytes); remove or replace it"), result.stderr
+    assert not (tmp_path / "images.zip").exists()
+
+
 def test_submission_command_end_to_end(trained_workdir, tmp_path, capsys):
     """64 held-out sample photos (128 px) -> 64x64 JPEGs; the count bounds are lowered to
     suit this small set, explicitly."""
