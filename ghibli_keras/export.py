@@ -7,10 +7,14 @@ The SavedModel, written with `keras.export.ExportArchive` straight into DIR, has
                    by its EXIF orientation, a PNG's transparency on white). TF Serving's REST API
                    takes inputs as {"b64": ...} and returns outputs named *_bytes base64-encoded.
                    Sizes the network cannot take are reflect-padded at the bottom and right and
-                   cropped back; malformed bytes and pictures over `max_pixels` are refused with
+                   cropped back; a picture with a side over 1024 is translated in
+                   overlapping tiles, as the `translate` command does, so memory stays that of
+                   one tile. Malformed bytes, other formats (GIF, WebP, ...) and pictures
+                   over `max_pixels` (read from the header, before decoding) are refused with
                    INVALID_ARGUMENT. A request's pictures of one size (from their headers)
                    go through the network together, up to `inference.BATCH_PIXELS` a pass.
-  translate        images: float32 (N, H, W, 3) in [-1, 1]  ->  float32 (N, H, W, 3), any H, W.
+  translate        images: float32 (N, H, W, 3) in [-1, 1]  ->  output_0: float32 (N, H, W, 3),
+                   any H, W: the network itself, untiled (memory grows with H × W).
 
 Beside it: `generator.keras` (the generator as a Keras file), TF Serving warm-up requests in
 `assets.extra/tf_serving_warmup_requests`, and a README with `saved_model_cli` and REST
@@ -30,7 +34,7 @@ import tensorflow as tf
 from .errors import InputError
 from .files import temporary_name
 from .images import JPEG_QUALITY
-from .inference import BATCH_PIXELS, pad_run_crop
+from .inference import BATCH_PIXELS, DEFAULT_OVERLAP, DEFAULT_TILE, pad_run_crop, tf_translate_tiled
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
 WARMUP_SIZES = ((256, 256), (512, 768))  # (H, W) of the warm-up pictures
@@ -105,8 +109,8 @@ def _upright(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
 
 def _header_shape(data: tf.Tensor) -> tf.Tensor:
     """(height, width) as shown, from a JPEG's (and its EXIF orientation) or PNG's header,
-    before any pixel is decoded (int64, shape (2,)); zeros for other formats, which are
-    checked after decoding."""
+    before any pixel is decoded (int64, shape (2,)); zeros for other formats, which
+    `_decode_upright` refuses."""
     is_png = tf.strings.substr(data, 0, 8) == PNG_MAGIC
     is_jpeg = tf.strings.substr(data, 0, 2) == JPEG_MAGIC
 
@@ -122,10 +126,15 @@ def _header_shape(data: tf.Tensor) -> tf.Tensor:
 
 
 def _decode_upright(data: tf.Tensor) -> tf.Tensor:
-    """Picture bytes -> uint8 `(H, W, 3)` as `translate` reads files: a JPEG turned by its
-    EXIF orientation, a PNG's transparency composited on white."""
+    """JPEG or PNG bytes -> uint8 `(H, W, 3)` as `translate` reads files: a JPEG turned by its
+    EXIF orientation, a PNG's transparency composited on white. Other formats are refused
+    (INVALID_ARGUMENT): their sizes are not read from a header, so `max_pixels` could only be
+    checked after decoding, and a GIF of 200 kB can decode to gigabytes."""
     is_png = tf.strings.substr(data, 0, 8) == PNG_MAGIC
     is_jpeg = tf.strings.substr(data, 0, 2) == JPEG_MAGIC
+    known = tf.debugging.assert_equal(tf.logical_or(is_png, is_jpeg), True, message=(
+        "serving_default takes JPEG or PNG bytes; convert other pictures (GIF, WebP, BMP, "
+        "TIFF) to one of them first"))
 
     def png():  # RGBA over white
         rgba = tf.cast(tf.io.decode_png(data, channels=4), tf.float32)
@@ -135,11 +144,8 @@ def _decode_upright(data: tf.Tensor) -> tf.Tensor:
     def jpeg():
         return _upright(tf.io.decode_jpeg(data, channels=3), _exif_orientation(data))
 
-    def other():
-        return tf.io.decode_image(data, channels=3, expand_animations=False)
-
-    return tf.ensure_shape(tf.case([(is_png, png), (is_jpeg, jpeg)], default=other),
-                           [None, None, 3])
+    with tf.control_dependencies([known]):
+        return tf.ensure_shape(tf.cond(is_png, png, jpeg), [None, None, 3])
 
 
 def _header_pixels(data: tf.Tensor) -> tf.Tensor:
@@ -148,9 +154,14 @@ def _header_pixels(data: tf.Tensor) -> tf.Tensor:
 
 
 def make_endpoints(generator: keras.Model, max_pixels: int = DEFAULT_MAX_PIXELS,
-                   jit_compile: bool = False):
+                   jit_compile: bool = False, tile: int = DEFAULT_TILE,
+                   overlap: int = DEFAULT_OVERLAP):
     """The two endpoint functions (`translate`, `serve`) for `generator`; with `jit_compile`
-    the network runs XLA-compiled (the flag is saved: TF Serving compiles it too)."""
+    the network runs XLA-compiled (the flag is saved: TF Serving compiles it too). `serve`
+    translates a picture with a side over `tile` in tiles overlapping by `overlap` pixels, as
+    the `translate` command does, so a request's memory is that of one tile's pass (about
+    1.2 GiB for 1024×1024 in float32) rather than growing with the picture (a 4096×4096 one
+    whole: about 19 GiB)."""
     from .models import size_multiple, smallest_side
 
     multiple, smallest = size_multiple(generator), smallest_side(generator)
@@ -174,8 +185,14 @@ def make_endpoints(generator: keras.Model, max_pixels: int = DEFAULT_MAX_PIXELS,
         with tf.control_dependencies([check]):
             return tf.identity(image)
 
+    def tiled(x):  # (N, H, W, 3) -> (N, H, W, 3), each picture tile by tile
+        return tf.map_fn(lambda image: tf_translate_tiled(network, image, tile, overlap,
+                                                          multiple, smallest), x)
+
     def run(images):  # (N, H, W, 3) uint8 -> (N,) JPEG strings
-        y = translate(tf.cast(images, tf.float32) / 127.5 - 1.0)
+        x = tf.cast(images, tf.float32) / 127.5 - 1.0
+        y = tf.cond(tf.reduce_max(tf.shape(x)[1:3]) > tile, lambda: tiled(x),
+                    lambda: translate(x))
         y = tf.cast(tf.round((tf.clip_by_value(y, -1.0, 1.0) + 1.0) * 127.5), tf.uint8)
         return tf.map_fn(lambda image: tf.io.encode_jpeg(image, quality=JPEG_QUALITY), y,
                          fn_output_signature=tf.string)
@@ -238,9 +255,13 @@ Exported from {source}. Signatures:
 
 - `serving_default`: `image_bytes` (string, shape (-1)) — JPEG or PNG bytes — to `image_bytes`
   (string, shape (-1)) — JPEG bytes (quality {quality}) of the same size, upright (a JPEG's EXIF
-  orientation applied; a PNG's transparency composited on white). At most {max_pixels:,}
-  pixels a picture; malformed bytes and larger pictures give INVALID_ARGUMENT.
-- `translate`: `images` float32 (-1, -1, -1, 3) in [-1, 1] to float32 of the same shape.
+  orientation applied; a PNG's transparency composited on white; no colour management: an
+  embedded ICC profile is not applied). A picture with a side over {tile} pixels is translated
+  in tiles overlapping by {overlap}, so a request needs the memory of one {tile}×{tile} pass.
+  At most {max_pixels:,} pixels a picture, read from the header; malformed bytes, other
+  formats (GIF, WebP, BMP, TIFF) and larger pictures give INVALID_ARGUMENT.
+- `translate`: `images` float32 (-1, -1, -1, 3) in [-1, 1] to `output_0` float32 of the same
+  shape: the network alone, untiled, so its memory grows with the pictures' size.
 
 Inspect:
 
@@ -291,7 +312,7 @@ def export(generator: keras.Model, out_dir, *, source: str = "",
                 writer.write(record)
         (tmp / "README.md").write_text(README_TEMPLATE.format(
             name=generator.name, source=source or "a ghibli-keras model", quality=JPEG_QUALITY,
-            max_pixels=max_pixels, dir=out_dir))
+            max_pixels=max_pixels, dir=out_dir, tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP))
         if out_dir.exists():
             out_dir.rmdir()  # empty, checked above
         os.replace(tmp, out_dir)

@@ -308,6 +308,48 @@ def translate_image(translator: Translator, image: np.ndarray, tile: Optional[in
     return to_uint8(total / weight)
 
 
+def tf_translate_tiled(fn: Callable, image: tf.Tensor, tile: int, overlap: int, multiple: int,
+                       smallest: int = 1) -> tf.Tensor:
+    """`translate_image`'s tiling in TensorFlow, for graphs (the SavedModel) whose picture
+    sizes are known only at run time: float `(H, W, 3)` in [-1, 1] -> float `(H, W, 3)`, `fn`
+    run on one `tile`×`tile` tile at a time (each `pad_run_crop`-ped), so memory stays that of
+    one tile whatever the picture's size. Same tiles and blend weights as `translate_image`."""
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap must be in 0..tile-1 ({tile - 1}), got {overlap}")
+    ramp = np.arange(max(overlap, 1), dtype=np.float32)
+    ramp = tf.constant(np.maximum(0.5 - 0.5 * np.cos(np.pi * (ramp + 0.5) / max(overlap, 1)),
+                                  _MIN_WEIGHT).astype(np.float32))
+
+    def layout(length):  # tile side, tile starts, blend window along one axis
+        size = tf.minimum(length, tile)
+        ramped = tf.where(length > tile, overlap, 0)  # no blending along an untiled side
+        count = tf.where(length > tile, (length - tile + tile - overlap - 1) // (tile - overlap) + 1, 1)
+        starts = tf.minimum(tf.range(count) * (tile - overlap), length - size)
+        i = tf.range(size)
+        left = tf.gather(ramp, tf.clip_by_value(i, 0, max(overlap - 1, 0)))
+        right = tf.gather(ramp, tf.clip_by_value(size - 1 - i, 0, max(overlap - 1, 0)))
+        window = tf.where(i >= size - ramped, right, tf.where(i < ramped, left, 1.0))
+        return size, starts, window
+
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    th, tops, win_h = layout(h)
+    tw, lefts, win_w = layout(w)
+    window = (win_h[:, None] * win_w[None, :])[..., None]  # (th, tw, 1)
+    columns = tf.size(lefts)
+
+    def body(k, total, weight):
+        top, left = tops[k // columns], lefts[k % columns]
+        piece = image[top:top + th, left:left + tw][None]  # (1, th, tw, 3)
+        out = pad_run_crop(fn, piece, multiple, smallest)[0]
+        around = [[top, h - top - th], [left, w - left - tw], [0, 0]]
+        return k + 1, total + tf.pad(out * window, around), weight + tf.pad(window, around)
+
+    total, weight = tf.zeros_like(image), tf.zeros_like(image[..., :1])
+    _, total, weight = tf.while_loop(lambda k, *_: k < tf.size(tops) * columns, body,
+                                     (0, total, weight))
+    return total / weight
+
+
 # --------------------------------------------------------------------------------------------
 # Files: the `translate` command
 

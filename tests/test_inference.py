@@ -76,6 +76,27 @@ def test_tiles_match_the_whole_picture_without_seams(translator, rng):
     assert np.abs(blocky - whole).mean() >= difference.mean()  # blending helps
 
 
+@pytest.mark.parametrize("h, w, tile, overlap", [(70, 45, 32, 8), (30, 100, 32, 0),
+                                                  (20, 20, 32, 8), (65, 33, 16, 7)])
+def test_graph_tiles_are_translate_image_s_tiles(h, w, tile, overlap, rng):
+    """tf_translate_tiled (the SavedModel's) gives translate_image's pixels: same tiles, same
+    blending, sides tiled or not."""
+    from ghibli_keras import models
+
+    generator = models.resnet_generator(8, 1)
+    multiple, smallest = models.size_multiple(generator), models.smallest_side(generator)
+    fn = lambda x: generator(x, training=False)  # noqa: E731
+
+    def translator(batch):
+        return inference.pad_run_crop(fn, tf.constant(batch), multiple, smallest).numpy()
+
+    picture = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    expected = inference.translate_image(translator, picture, tile, overlap).astype(int)
+    x = tf.constant(picture, tf.float32) / 127.5 - 1.0
+    got = inference.tf_translate_tiled(fn, x, tile, overlap, multiple, smallest).numpy()
+    assert np.abs(inference.to_uint8(got).astype(int) - expected).max() <= 1
+
+
 def test_translate_command_mirrors_names_skips_bad_files(trained_workdir, tmp_path, rng):
     src = tmp_path / "photos"
     (src / "trip").mkdir(parents=True)
@@ -360,6 +381,11 @@ def test_bad_bytes_and_too_many_pixels_are_invalid_argument(exported, trained_wo
     for junk in (b"not a picture", b"\xff\xd8\xff\xe0 truncated", b""):
         with pytest.raises(tf.errors.InvalidArgumentError):
             serve(image_bytes=tf.constant([junk]))
+    for fmt in ("GIF", "BMP", "WEBP"):  # no header size is read: refused before decoding
+        other = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(other, fmt)
+        with pytest.raises(tf.errors.InvalidArgumentError, match="takes JPEG or PNG bytes"):
+            serve(image_bytes=tf.constant([other.getvalue()]))
     generator = keras.models.load_model(trained_workdir / "model.keras", compile=False).generator_g
     small = export.export(generator, tmp_path / "small", max_pixels=1000)
     serve_small = tf.saved_model.load(str(small)).signatures["serving_default"]
@@ -368,6 +394,29 @@ def test_bad_bytes_and_too_many_pixels_are_invalid_argument(exported, trained_wo
         with pytest.raises(tf.errors.InvalidArgumentError, match="more pixels than the limit"):
             serve_small(image_bytes=tf.constant([data]))
     serve_small(image_bytes=tf.constant([_jpeg(big[:20])]))  # 800 pixels pass
+
+
+def test_a_large_served_picture_is_translated_tile_by_tile(trained_workdir, translator, rng,
+                                                           monkeypatch):
+    """serving_default tiles a picture with a side over `tile` as the translate command does:
+    the network sees tile-sized pieces, never the whole picture."""
+    generator = keras.models.load_model(trained_workdir / "model.keras", compile=False).generator_g
+    seen, real = [], inference.pad_run_crop
+
+    def recording(fn, images, *sides):
+        shape = tf.numpy_function(lambda s: seen.append(tuple(s)) or s, [tf.shape(images)], tf.int32)
+        with tf.control_dependencies([shape]):
+            return real(fn, tf.identity(images), *sides)
+
+    monkeypatch.setattr(inference, "pad_run_crop", recording)
+    _, serve = export.make_endpoints(generator, tile=32, overlap=8)
+    picture = smooth_image(rng, 70, 45)
+    served = serve(tf.constant([tf.io.encode_png(picture).numpy()]))["image_bytes"][0]
+    assert seen == [(1, 32, 32, 3)] * 6  # 3 rows × 2 columns of tiles
+    served = tf.io.decode_jpeg(served).numpy().astype(float)
+    monkeypatch.setattr(inference, "pad_run_crop", real)
+    expected = inference.translate_image(translator, picture, tile=32, overlap=8)
+    assert np.abs(served - expected).mean() < 3.0  # JPEG quality 95
 
 
 def test_a_request_of_one_size_runs_through_the_network_together(trained_workdir, rng,
