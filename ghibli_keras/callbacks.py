@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import logging
 import math
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -12,6 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from .files import atomic_path
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
@@ -107,12 +111,14 @@ class SaveLatestModel(keras.callbacks.Callback):
             self.model.save(tmp)
 
 
-def backup_and_restore(backup_dir) -> tuple[keras.callbacks.Callback, keras.callbacks.Callback]:
+def backup_and_restore(backup_dir, keep=lambda: False) -> tuple[keras.callbacks.Callback,
+                                                                 keras.callbacks.Callback]:
     """Keras' `BackupAndRestore` (with `double_checkpoint`) as two callbacks: list `restore`
     first and `save` last. `restore` brings the run back at the start of `fit`, before the other
     callbacks look at the model; `save` backs up each epoch after the others have written its
     model, log row and samples, so a kill in between trains the epoch again rather than
-    leaving it without them; it removes the backup when training completes."""
+    leaving it without them; it removes the backup when training ends, unless `keep()` says
+    the run stopped before its last epoch (a `TimeLimit`) and will be resumed."""
     backup = keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True)
 
     class Restore(keras.callbacks.Callback):
@@ -128,9 +134,42 @@ def backup_and_restore(backup_dir) -> tuple[keras.callbacks.Callback, keras.call
             backup.on_epoch_end(epoch, logs)
 
         def on_train_end(self, logs=None):
-            backup.on_train_end(logs)
+            if not keep():
+                backup.on_train_end(logs)
 
     return Restore(), Save()
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stops training at the end of an epoch when another would end more than `hours` after
+    `fit` began (judged by the longest epoch so far), so a run fits a session's time limit
+    (Kaggle's). The backup is kept: rerunning resumes. `stopped_epoch` is the 0-based epoch it
+    stopped after, or None when the run went to its last epoch.
+
+    Example:
+    >>> model.fit(dataset, epochs=25, callbacks=[TimeLimit(4.0)])  # doctest: +SKIP
+    """
+
+    def __init__(self, hours: float, clock=time.monotonic):
+        super().__init__()
+        if not hours > 0:
+            raise ValueError(f"hours must be positive, got {hours}")
+        self.hours, self.clock = hours, clock
+        self.stopped_epoch: Optional[int] = None
+
+    def on_train_begin(self, logs=None):
+        self.start, self.longest, self.stopped_epoch = self.clock(), 0.0, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = self.clock()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = self.clock()
+        self.longest = max(self.longest, now - self.epoch_start)
+        last = epoch + 1 >= self.params.get("epochs", epoch + 1)
+        if not last and now - self.start + self.longest > self.hours * 3600:
+            self.model.stop_training = True
+            self.stopped_epoch = epoch
 
 
 class TerminateOnNaN(keras.callbacks.TerminateOnNaN):

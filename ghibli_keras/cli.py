@@ -279,6 +279,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "train.steps_per_execution": args.steps_per_execution,
         "train.metrics_every": args.metrics_every,
         "train.inception_weights": args.inception_weights,
+        "train.max_hours": args.max_hours,
     }
     config = override_with_flags(config, flags)
     check_weights(config.train.inception_weights)
@@ -752,6 +753,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="KID (and FID) of G(held-out photos) every N epochs, to metrics.csv and "
                    "TensorBoard (needs Inception weights)")
     p.add_argument("--inception-weights", metavar="PATH", help=WEIGHTS_HELP)
+    p.add_argument("--max-hours", type=positive_float, metavar="H",
+                   help="stop at the end of an epoch if another would end more than H hours "
+                   "after the start (a session's time limit); rerunning goes on from there")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(

@@ -123,8 +123,39 @@ def api():
     return client
 
 
-def push(folder, client=None) -> None:
-    """Uploads DIR/wheel as a dataset (a new version if it exists) and pushes DIR/kernel."""
+#: How long `push` waits for a new wheel dataset to be ready, and how often it asks.
+DATASET_READY_SECONDS, DATASET_POLL_SECONDS = 300, 5
+
+
+def _refused(response, what: str) -> None:
+    """The Kaggle API answers many refusals with a response carrying `error` rather than an
+    exception: raise them."""
+    error = getattr(response, "error", None)
+    if error:
+        raise InputError(f"Kaggle refused the {what}: {error}")
+
+
+def _wait_until_ready(client, dataset_id: str, sleep) -> None:
+    waited = 0
+    while True:
+        status = str(client.dataset_status(dataset_id) or "").lower()
+        if status == "ready":
+            return
+        if status == "error" or waited >= DATASET_READY_SECONDS:
+            raise InputError(f"the wheel dataset {dataset_id} is {status or 'not ready'} after "
+                             f"{waited} s: check it on kaggle.com/datasets/{dataset_id}, then push "
+                             f"again (the kernel was not pushed)")
+        sleep(DATASET_POLL_SECONDS)
+        waited += DATASET_POLL_SECONDS
+
+
+def push(folder, client=None, sleep=None) -> None:
+    """Uploads DIR/wheel as a dataset (a new version if it exists; a new one is waited for
+    until Kaggle says it is ready) and pushes DIR/kernel. Kaggle's refusals, and data sources
+    it could not attach to the kernel, are raised as `InputError`."""
+    import time
+
+    sleep = sleep or time.sleep
     folder = Path(folder)
     kernel, wheel = folder / "kernel", folder / "wheel"
     if not (kernel / "kernel-metadata.json").is_file():
@@ -143,10 +174,20 @@ def push(folder, client=None) -> None:
         except Exception:  # the API raises an HTTP error for an unknown dataset
             exists = False
         if exists:
-            client.dataset_create_version(str(wheel), version_notes="ghibli-keras update", quiet=True)
+            _refused(client.dataset_create_version(str(wheel), version_notes="ghibli-keras update",
+                                                   quiet=True), f"new version of {dataset_id}")
         else:
-            client.dataset_create_new(str(wheel), public=False, quiet=True)
+            _refused(client.dataset_create_new(str(wheel), public=False, quiet=True),
+                     f"new dataset {dataset_id}")
+            _wait_until_ready(client, dataset_id, sleep)
     response = client.kernels_push(str(kernel))
+    _refused(response, f"kernel {metadata['id']}")
+    for kind in ("Dataset", "Competition", "Kernel"):
+        invalid = getattr(response, f"invalid{kind}Sources", None)
+        if invalid:
+            raise InputError(f"the kernel {metadata['id']} was pushed, but Kaggle could not attach "
+                             f"its {kind.lower()} source(s) {list(invalid)}: check that they exist "
+                             f"and that you may use them (join the competition), then push again")
     print(f"pushed {metadata['id']}: {getattr(response, 'url', '') or response}")
 
 

@@ -44,7 +44,7 @@ SAMPLE_PICTURES = 4  # rows of the per-epoch grid
 METRIC_PHOTOS = 1000  # at most this many held-out photos are translated for KID/FID
 #: What a bad record in the shards leaves, for its message.
 STOPPED = "training stopped here; then rerun the same command to go on from its last backup"
-RERUN_MAY_CHANGE = ("epochs", "decay_epochs", "metrics_every", "inception_weights")
+RERUN_MAY_CHANGE = ("epochs", "decay_epochs", "metrics_every", "inception_weights", "max_hours")
 RESUME_SEED_STEP = 1000  # the data seed of a run resumed after N epochs: seed + N * this
 
 
@@ -248,12 +248,14 @@ def metrics_callback(config: Config, workdir: Path) -> Optional[keras.callbacks.
     )
 
 
-def make_callbacks(config: Config, workdir: Path, extra: Sequence = ()) -> list:
+def make_callbacks(config: Config, workdir: Path, extra: Sequence = (),
+                   time_limit: Optional[cb.TimeLimit] = None) -> list:
     """The run's callbacks. The backup is restored first and saved last: an epoch counts as
     done only once its model, log row and samples are written (a kill in between trains it
-    again)."""
+    again); a run that `time_limit` stops keeps it."""
     photos, styles = sample_pictures(config)
-    restore, save = cb.backup_and_restore(workdir / "backup")
+    stopped = (lambda: time_limit.stopped_epoch is not None) if time_limit else (lambda: False)
+    restore, save = cb.backup_and_restore(workdir / "backup", keep=stopped)
     return [
         restore,
         cb.TerminateOnNaN(workdir),
@@ -262,6 +264,7 @@ def make_callbacks(config: Config, workdir: Path, extra: Sequence = ()) -> list:
         keras.callbacks.TensorBoard(str(workdir / "tensorboard"), write_graph=False),
         cb.SampleGrid(photos, styles, workdir / "samples", log_dir=str(workdir / "tensorboard")),
         *extra,
+        *([time_limit] if time_limit else []),
         save,
     ]
 
@@ -348,6 +351,9 @@ def _train(config: Config, workdir, extra_callbacks: Sequence, verbose,
             d.heldout_photos, d.styles, batch_size=t.batch_size, image_size=d.image_size
         )
     extra_callbacks = list(extra_callbacks)
+    time_limit = cb.TimeLimit(t.max_hours) if t.max_hours and not multiworker else None
+    if multiworker and t.max_hours:
+        log.warning("train.max_hours: not applied under several workers; give fewer epochs")
     if multiworker and t.metrics_every:
         log.warning("train.metrics_every: KID/FID during training is not done under several "
                     "workers; score the model afterwards with `ghibli-keras fid`")
@@ -374,12 +380,19 @@ def _train(config: Config, workdir, extra_callbacks: Sequence, verbose,
                 epochs=t.epochs,
                 steps_per_epoch=steps,
                 validation_data=validation,
-                callbacks=make_callbacks(config, workdir, extra_callbacks),
+                callbacks=make_callbacks(config, workdir, extra_callbacks, time_limit),
                 shuffle=False,  # the dataset shuffles its shards and records itself
                 verbose=verbose,
             )
     if chief:
         cb.plot_losses(workdir / "log.csv", workdir / "loss_curves.png")
+    if time_limit and time_limit.stopped_epoch is not None:
+        done = time_limit.stopped_epoch + 1
+        log.warning("stopped after epoch %d of %d: another would pass train.max_hours (%g h); "
+                    "%s holds epoch %d, and rerunning the same command goes on from there",
+                    done, t.epochs, t.max_hours, workdir / "model.keras", done)
+        return history
+    if chief:
         with atomic_path(workdir / "done.json") as tmp:
             tmp.write_text(json.dumps({"epochs": t.epochs, "steps_per_epoch": steps}))
     return history

@@ -153,6 +153,7 @@ def test_log_lines_go_once_to_the_current_stderr(capsys):
 def test_train_setting_errors_name_the_flags_before_tensorflow(tmp_path):
     for args, message in [
         (["--learning-rate", "-1"], "argument --learning-rate: must be positive, got -1"),
+        (["--max-hours", "0"], "argument --max-hours: must be positive, got 0"),
         (["--epochs", "3", "--decay-epochs", "9"], "error: --decay-epochs must be in 0..epochs (3), got 9"),
         (["--image-size", "64", "--load-size", "32"], "error: --load-size (32) must be >= --image-size (64)"),
     ]:

@@ -4,6 +4,7 @@ fake /kaggle root, and push/submit against a stand-in for the Kaggle API (no net
 import json
 import os
 import shutil
+import types
 from pathlib import Path
 
 import pytest
@@ -61,24 +62,30 @@ def test_notebook_is_in_sync_with_its_script():
 class FakeApi:
     """Records the calls the Kaggle API would get."""
 
-    def __init__(self, known_datasets=(), submit_error=None):
+    def __init__(self, known_datasets=(), submit_error=None, statuses=("ready",), response=None,
+                 create_error=None):
         self.calls, self.known, self.submit_error = [], set(known_datasets), submit_error
+        self.statuses, self.response, self.create_error = list(statuses), response, create_error
 
     def dataset_status(self, dataset):
         self.calls.append(("dataset_status", dataset))
         if dataset not in self.known:
             raise RuntimeError("404 Not Found")
-        return "ready"
+        return self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
 
     def dataset_create_new(self, folder, public=False, quiet=False):
         self.calls.append(("dataset_create_new", folder, public))
+        self.known.add(json.loads((Path(folder) / "dataset-metadata.json").read_text())["id"])
+        return types.SimpleNamespace(error=self.create_error, status="ok")
 
     def dataset_create_version(self, folder, version_notes, quiet=False):
         self.calls.append(("dataset_create_version", folder))
+        return types.SimpleNamespace(error=self.create_error, status="ok")
 
     def kernels_push(self, folder):
         self.calls.append(("kernels_push", folder))
-        return "ok"
+        return self.response or types.SimpleNamespace(error=None, url="https://kaggle.example/k",
+                                                      invalidDatasetSources=[])
 
     def competition_submit(self, file_name, message, competition):
         self.calls.append(("competition_submit", file_name, message, competition))
@@ -93,6 +100,7 @@ def test_push_uploads_the_wheel_dataset_then_the_kernel(tmp_path):
     kaggle.push(out, client=api)
     assert api.calls == [("dataset_status", "alice/ghibli-keras-wheel"),
                          ("dataset_create_new", str(out / "wheel"), False),
+                         ("dataset_status", "alice/ghibli-keras-wheel"),  # ready: push
                          ("kernels_push", str(out / "kernel"))]
     again = FakeApi(known_datasets={"alice/ghibli-keras-wheel"})
     kaggle.push(out, client=again)
@@ -100,6 +108,29 @@ def test_push_uploads_the_wheel_dataset_then_the_kernel(tmp_path):
     placeholder = kaggle.build(tmp_path / "p", wheel=False)
     with pytest.raises(InputError, match="placeholder id"):
         kaggle.push(placeholder, client=FakeApi())
+
+
+def test_push_waits_for_a_new_dataset_and_raises_kaggles_refusals(tmp_path):
+    out = kaggle.build(tmp_path / "k", user="alice", wheel=False)
+    waits = []
+    api = FakeApi(statuses=["pending", "pending", "ready"])
+    kaggle.push(out, client=api, sleep=waits.append)
+    assert waits == [kaggle.DATASET_POLL_SECONDS] * 2 and api.calls[-1][0] == "kernels_push"
+    never = FakeApi(statuses=["pending"])
+    with pytest.raises(InputError, match="ghibli-keras-wheel is pending after 300 s.*kernel was "
+                                         "not pushed"):
+        kaggle.push(out, client=never, sleep=lambda s: None)
+    assert "kernels_push" not in [c[0] for c in never.calls]
+    with pytest.raises(InputError, match="Kaggle refused the new dataset alice/ghibli-keras-wheel: "
+                                         "title in use"):
+        kaggle.push(out, client=FakeApi(create_error="title in use"))
+    with pytest.raises(InputError, match="refused the kernel alice/ghibli-cyclegan: bad slug"):
+        kaggle.push(out, client=FakeApi(known_datasets={"alice/ghibli-keras-wheel"},
+                                        response=types.SimpleNamespace(error="bad slug")))
+    unattached = types.SimpleNamespace(error="", url="u", invalidDatasetSources=["alice/x"])
+    with pytest.raises(InputError, match=r"could not attach its dataset source\(s\) \['alice/x'\]"):
+        kaggle.push(out, client=FakeApi(known_datasets={"alice/ghibli-keras-wheel"},
+                                        response=unattached))
 
 
 def test_submit_and_the_notebook_route(tmp_path):
@@ -123,7 +154,7 @@ def test_notebook_runs_end_to_end_against_a_fake_kaggle_root(tmp_path, monkeypat
     import nbformat
 
     root = tmp_path / "kaggle"
-    data = root / "input" / "gan-getting-started"
+    data = root / "input" / "competitions" / "gan-getting-started"  # Kaggle's newer layout
     shutil.copytree(os.path.join(SAMPLE, "photo_test"), data / "photo_tfrec")
     shutil.copytree(os.path.join(SAMPLE, "ghibli"), data / "monet_tfrec")
     (root / "working").mkdir()

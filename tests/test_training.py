@@ -170,6 +170,50 @@ def test_an_epoch_killed_before_its_backup_is_trained_again_with_new_data(tmp_pa
     assert seeds == [config.train.seed + training.RESUME_SEED_STEP]  # not epoch 0's batches
 
 
+def test_time_limit_stops_before_an_epoch_that_would_overrun():
+    from ghibli_keras.callbacks import TimeLimit
+
+    now = [0.0]
+    limit = TimeLimit(1.0, clock=lambda: now[0])  # one hour
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    limit.set_model(model)
+
+    def run(epochs, seconds):
+        now[0], model.stop_training = 0.0, False
+        limit.set_params({"epochs": epochs})
+        limit.on_train_begin()
+        for epoch, spent in enumerate(seconds):
+            limit.on_epoch_begin(epoch)
+            now[0] += spent
+            limit.on_epoch_end(epoch)
+            if model.stop_training:
+                return epoch
+        return None
+
+    # ends at 1000, 1900 (+ the longest, 1000: 2900 fits), 2900 (+ 1000 would pass 3600)
+    assert run(5, [1000, 900, 1000, 1000, 1000]) == 2 == limit.stopped_epoch
+    assert run(3, [1000, 900, 3000]) is None and limit.stopped_epoch is None  # the last epoch
+    assert run(4, [100, 2000, 1000]) == 1  # judged by the longest epoch, not the last
+    with pytest.raises(ValueError, match="hours must be positive, got 0"):
+        TimeLimit(0)
+
+
+def test_a_run_stopped_by_max_hours_keeps_its_backup_and_resumes(tmp_path):
+    config = tiny_test_config(**{"train.epochs": 3, "train.decay_epochs": 1,
+                                 "train.max_hours": 1e-9})
+    workdir = tmp_path / "run"
+    training.train(config, workdir, verbose=0)  # any epoch overruns: stops after the first
+    assert [r["epoch"] for r in _log(workdir)] == ["0"]
+    assert (workdir / "backup").is_dir() and (workdir / "model.keras").is_file()
+    assert not (workdir / "done.json").exists() and (workdir / "loss_curves.png").is_file()
+    record = _RecordStart()
+    training.train(config.override(**{"train.max_hours": 100.0}), workdir,
+                   extra_callbacks=[record], verbose=0)
+    assert record.first_epoch == 1 and record.iterations["g"] == 3
+    assert [r["epoch"] for r in _log(workdir)] == ["0", "1", "2"]
+    assert (workdir / "done.json").exists() and not (workdir / "backup").exists()
+
+
 def test_a_backup_with_nothing_readable_is_named(tmp_path):
     backup = tmp_path / "backup"
     backup.mkdir()
