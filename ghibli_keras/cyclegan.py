@@ -181,6 +181,11 @@ class CycleGAN(keras.Model):
             )
             loss = optimizer.scale_loss(weight * self._global_average(per_example, real))
         self._apply(optimizer, tape, loss, discriminator)
+        if self.warmup_steps:
+            # A warm-up step (weight 0) must leave the optimizer as it was: its zero gradients
+            # leave Adam's moments at 0, and the step count goes back too, or the first real
+            # steps would find Adam's bias correction spent and move ~10x too far.
+            optimizer.iterations.assign_sub(tf.cast(1.0 - weight, optimizer.iterations.dtype))
         return per_example
 
     def _pair(self, data, step: str):

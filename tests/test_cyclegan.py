@@ -120,12 +120,26 @@ def test_test_step_reports_cycle_and_identity():
     assert all(np.isfinite(v) and v > 0 for v in result.values())
 
 
-def test_warmup_trains_generators_only():
-    model = _model(warmup_steps=5)
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_warmup_trains_generators_only_and_leaves_adam_fresh(replicas):
+    """During warm-up the discriminators and their optimizers stay as they were: no weight
+    moves, and Adam's step count stays 0 (advanced, it would spend the bias correction and the
+    first real updates would be ~10x the learning rate). Also under MirroredStrategy."""
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if replicas == 2 \
+        else tf.distribute.get_strategy()
+    with strategy.scope():
+        model = _model(warmup_steps=3)
     d_before = [w.copy() for w in model.discriminator_y.get_weights()]
-    model.fit(tf.data.Dataset.from_tensors(_batch()).repeat(), steps_per_epoch=2, epochs=1, verbose=0)
+    data = tf.data.Dataset.from_tensors(_batch()).repeat()
+    model.fit(data, steps_per_epoch=3, epochs=1, verbose=0)
     for a, b in zip(model.discriminator_y.get_weights(), d_before):
         np.testing.assert_array_equal(a, b)
+    steps = {k: int(o.iterations.numpy()) for k, o in model.optimizers.items()}
+    assert steps == {"g": 3, "f": 3, "d_x": 0, "d_y": 0}
+    model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)
+    steps = {k: int(o.iterations.numpy()) for k, o in model.optimizers.items()}
+    assert steps == {"g": 5, "f": 5, "d_x": 2, "d_y": 2}
+    assert any(not np.array_equal(a, b) for a, b in zip(model.discriminator_y.get_weights(), d_before))
 
 
 def test_bad_compile_arguments():
