@@ -28,6 +28,7 @@ TRANSLATION_PRECISIONS = ("auto", "off", "bf16", "fp16")
 # (tests check they agree).
 DEFAULT_TILE, DEFAULT_OVERLAP = 1024, 128  # inference.DEFAULT_TILE, DEFAULT_OVERLAP
 DEFAULT_EXPORT_MAX_PIXELS = 4096 * 4096  # export.DEFAULT_MAX_PIXELS
+DEFAULT_READ_MAX_PIXELS = 100_000_000  # images.DEFAULT_MAX_PIXELS
 WEIGHTS_HELP = (
     "Keras InceptionV3 weights without the top (.h5), or the TTUR FID graph "
     "classify_image_graph_def.pb for scores comparable with Kaggle and papers (default: "
@@ -434,10 +435,11 @@ def cmd_translate(args: argparse.Namespace) -> int:
     report = inference.translate_files(
         translator, args.inputs, args.out, fmt=args.format, max_side=args.max_side,
         tile=args.tile, overlap=args.overlap, progress=not args.quiet,
+        max_pixels=args.max_pixels,
     )
     print(report.summary())
     print(f"{len(report.written)} of {len(pairs)} picture(s) in {args.out}")
-    return 0 if report.written else 1
+    return 0 if report.written and not report.failed else 1
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -632,10 +634,19 @@ def ui_command(args: argparse.Namespace) -> tuple[list[str], dict]:
     import socket
 
     try:
-        socket.getaddrinfo(args.address, args.port)
+        family, kind, _, _, where = socket.getaddrinfo(args.address, args.port,
+                                                       type=socket.SOCK_STREAM)[0]
     except (socket.gaierror, UnicodeError) as e:
         raise InputError(f"--address {args.address!r}: not an address of this machine "
                          f"({e}); e.g. 127.0.0.1, or 0.0.0.0 for every interface") from None
+    with socket.socket(family, kind) as probe:  # as the server will, before it starts
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(where)
+        except OSError as e:
+            raise InputError(f"--address {args.address} --port {args.port}: cannot listen there "
+                             f"({e.strerror or e}): another --port, or an address of this machine "
+                             f"(127.0.0.1, or 0.0.0.0 for every interface)") from None
     if importlib.util.find_spec("streamlit") is None:
         raise InputError("the web UI needs Streamlit: pip install 'streamlit>=1.50,<2' (or, in "
                          "the checkout, pip install -e '.[ui]')")
@@ -706,8 +717,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-pixels",
         type=positive_int,
-        default=100_000_000,
-        help="skip pictures with more pixels than this (100000000)",
+        default=DEFAULT_READ_MAX_PIXELS,
+        help=f"skip pictures with more pixels than this ({DEFAULT_READ_MAX_PIXELS})",
     )
     p.add_argument("--quality", type=positive_int, default=95, help="JPEG quality 1-100 (95)")
     p.add_argument(
@@ -817,6 +828,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=non_negative_int, default=DEFAULT_OVERLAP, metavar="N",
                    help=f"pixels shared by neighbouring tiles ({DEFAULT_OVERLAP})")
     p.add_argument("--format", default="jpg", choices=["jpg", "png"], help="(jpg)")
+    p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_READ_MAX_PIXELS,
+                   metavar="N", help=f"skip pictures with more pixels than N, read from their "
+                   f"header before decoding ({DEFAULT_READ_MAX_PIXELS}); --max-side then "
+                   f"shrinks the ones read")
     _add_translation_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_translate)

@@ -358,12 +358,16 @@ def tf_translate_tiled(fn: Callable, image: tf.Tensor, tile: int, overlap: int, 
 class TranslateReport:
     written: list = field(default_factory=list)
     skipped: list = field(default_factory=list)  # (path, reason)
+    failed: list = field(default_factory=list)  # (output path, reason): could not be written
 
     def summary(self) -> str:
         lines = [f"translated {len(self.written)} picture(s)"]
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} unreadable:")
             lines += [f"  {path}: {reason}" for path, reason in self.skipped]
+        if self.failed:
+            lines.append(f"could not write {len(self.failed)}:")
+            lines += [f"  {path}: {reason}" for path, reason in self.failed]
         return "\n".join(lines)
 
 
@@ -377,13 +381,17 @@ def translate_files(
     tile: Optional[int] = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
     progress: bool = True,
+    max_pixels: int = images.DEFAULT_MAX_PIXELS,
 ) -> TranslateReport:
     """Translates every picture of `inputs` (files or folders) into `out_dir`.
 
-    Pictures are read with EXIF orientation applied, optionally shrunk to `max_side`, and
-    translated at their own size; pictures of the same size go through the network together
-    (up to `BATCH_PIXELS` pixels a batch), large ones in tiles. Unreadable files are reported
-    and skipped. Each output is written atomically; `out_dir` gets only translated pictures.
+    Pictures are read with EXIF orientation applied (refused above `max_pixels`, from the
+    header), optionally shrunk to `max_side`, and translated at their own size; pictures of
+    the same size go through the network together (up to `BATCH_PIXELS` pixels a batch), large
+    ones in tiles. Unreadable files are reported and skipped; an output that cannot be written
+    (a full disk, a file where a folder should be) is reported and the others go on. Each
+    output is written atomically; `out_dir` gets only translated pictures. The progress bar
+    counts pictures written (or skipped).
     """
     from tqdm.auto import tqdm
 
@@ -394,18 +402,26 @@ def translate_files(
     report = TranslateReport()
     pending: dict[tuple, list] = {}  # (H, W) -> [(picture, output path)]
 
+    def write(image, dst):  # uint8 (H, W, 3)
+        try:
+            images.write_image(image, dst)
+        except OSError as e:
+            report.failed.append((dst, e.strerror or str(e)))
+        else:
+            report.written.append(dst)
+        bar.update(1)
+
     def flush(key):
         group = pending.pop(key)
         batch = np.stack([to_unit(p) for p, _ in group])
         outputs = translator(batch)
         for (_, dst), out in zip(group, outputs):
-            images.write_image(to_uint8(out), dst)
-            report.written.append(dst)
+            write(to_uint8(out), dst)
 
     with tqdm(total=len(pairs), desc="translating", unit="img", disable=not progress) as bar:
         for src, dst in pairs:
             try:
-                picture = images.read_image(src)
+                picture = images.read_image(src, max_pixels=max_pixels)
                 if max_side:
                     picture = images.resize_longer_side(picture, max_side, enlarge=False)
             except images.ImageReadError as e:
@@ -414,8 +430,7 @@ def translate_files(
                 continue
             h, w = picture.shape[:2]
             if tile and max(h, w) > tile:
-                images.write_image(translate_image(translator, picture, tile, overlap), dst)
-                report.written.append(dst)
+                write(translate_image(translator, picture, tile, overlap), dst)
             else:
                 pending.setdefault((h, w), []).append((picture, dst))
                 if len(pending[(h, w)]) >= max(1, BATCH_PIXELS // (h * w)):
@@ -423,7 +438,6 @@ def translate_files(
                 elif sum(map(len, pending.values())) > MAX_PENDING:  # many sizes: bound memory
                     for key in list(pending):
                         flush(key)
-            bar.update(1)
         for key in list(pending):
             flush(key)
     return report

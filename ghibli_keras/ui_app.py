@@ -22,10 +22,11 @@ CYCLEGAN_SIDES = [256, 512, 1024, 2048]  # the longer side the photo is shrunk t
 STYLE_SIDES = [128, 256, 384, 512]
 
 
-@st.cache_resource(show_spinner="Loading the model…")
+@st.cache_resource(show_spinner="Loading the model…", max_entries=1)
 def load_translator(model: str, version: tuple):
     """The translator of `model`, cached per `version` (`model_version`): a workdir still
-    training saves a new model.keras each epoch, and the page then loads that."""
+    training saves a new model.keras each epoch, and the page then loads that. One model is
+    kept: each version would otherwise stay in memory for the life of the server."""
     from ghibli_keras import inference
 
     return inference.Translator.load(model, "photo2style")

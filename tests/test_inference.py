@@ -41,6 +41,7 @@ def _jpeg(pixels, quality=95):
 def test_cli_defaults_match_the_modules():
     assert (cli.DEFAULT_TILE, cli.DEFAULT_OVERLAP) == (inference.DEFAULT_TILE, inference.DEFAULT_OVERLAP)
     assert cli.DEFAULT_EXPORT_MAX_PIXELS == export.DEFAULT_MAX_PIXELS
+    assert cli.DEFAULT_READ_MAX_PIXELS == images.DEFAULT_MAX_PIXELS
     assert cli.TRANSLATION_PRECISIONS == inference.PRECISIONS
 
 
@@ -121,6 +122,47 @@ def test_translate_command_mirrors_names_skips_bad_files(trained_workdir, tmp_pa
     (only_bad / "x.png").write_bytes(b"nope")
     assert cli.main(["translate", str(trained_workdir), str(only_bad), "--out",
                      str(tmp_path / "out2"), "--quiet"]) == 1
+
+
+def test_translate_reports_outputs_it_cannot_write_and_goes_on(trained_workdir, tmp_path, rng,
+                                                                capsys):
+    src = tmp_path / "photos"
+    (src / "sub").mkdir(parents=True)
+    for name in ("a.png", "sub/b.png", "c.png"):
+        Image.fromarray(smooth_image(rng, 24, 32)).save(src / name)
+    Image.fromarray(smooth_image(rng, 100, 100)).save(src / "big.png")  # 10,000 pixels
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").write_text("a file where the folder sub/ should go")
+    rc = cli.main(["translate", str(trained_workdir), str(src), "--out", str(out), "--quiet",
+                   "--max-pixels", "5000"])
+    printed = capsys.readouterr().out
+    assert rc == 1 and sorted(p.name for p in out.glob("*.jpg")) == ["a.jpg", "c.jpg"]
+    assert f"could not write 1:\n  {out / 'sub' / 'b.jpg'}: " in printed
+    assert "big.png: 100x100 = 10,000 pixels, more than the limit of 5,000" in printed
+
+
+def test_translate_progress_counts_pictures_written(translator, tmp_path, rng, monkeypatch):
+    """The bar moves when a picture is written, not when it is read (it used to reach the end
+    before the network had run)."""
+    import tqdm.auto
+
+    events = []
+
+    class Bar(tqdm.auto.tqdm):
+        def update(self, n=1):
+            events.append("bar")
+            return super().update(n)
+
+    def network(batch):
+        events.append("network")
+        return translator(batch)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    for i, (h, w) in enumerate([(16, 20), (24, 20), (16, 28)]):
+        Image.fromarray(smooth_image(rng, h, w)).save(tmp_path / f"{i}.png")
+    inference.translate_files(network, [str(tmp_path)], tmp_path / "out", progress=False)
+    assert events == ["network", "bar"] * 3
 
 
 def test_translate_refuses_to_overwrite_inputs(trained_workdir, tmp_path, rng, capsys):

@@ -121,6 +121,23 @@ def test_ui_command_line(tmp_path, trained_workdir):
         cli.ui_command(bad)
 
 
+def test_the_page_keeps_one_model_in_memory(monkeypatch):
+    """Each version of a model still training is loaded once; older ones are dropped (all of
+    them stayed in memory for the life of the server: +19 MiB a version for the tiny model)."""
+    from ghibli_keras import ui_app
+
+    loaded = []
+    monkeypatch.setattr(inference.Translator, "load",
+                        classmethod(lambda cls, model, direction: loaded.append(model) or object()))
+    ui_app.load_translator.clear()
+    first = ui_app.load_translator("wd", (1, 10))
+    assert ui_app.load_translator("wd", (1, 10)) is first and loaded == ["wd"]  # cached
+    ui_app.load_translator("wd", (2, 10))  # a new epoch's model.keras
+    ui_app.load_translator("wd", (1, 10))  # the first was dropped: loaded again
+    assert len(loaded) == 3
+    ui_app.load_translator.clear()
+
+
 def test_a_model_saved_again_is_loaded_again(monkeypatch, tmp_path, rng):
     """A run still training writes model.keras every epoch: the page translates with the
     file as it is now, not as it was first loaded."""
@@ -166,4 +183,19 @@ def test_a_photo_too_small_for_style_transfer_is_one_message(monkeypatch, vgg_we
 def test_ui_address_that_does_not_resolve(trained_workdir):
     args = cli.build_parser().parse_args(["ui", "--address", "999.1.1.1"])
     with pytest.raises(cli.InputError, match="--address '999.1.1.1': not an address"):
+        cli.ui_command(args)
+
+
+def test_ui_refuses_a_busy_port_and_an_address_of_another_machine():
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        args = cli.build_parser().parse_args(["ui", "--address", "127.0.0.1", "--port", str(port)])
+        with pytest.raises(cli.InputError, match=f"--port {port}: cannot listen there"):
+            cli.ui_command(args)
+    args = cli.build_parser().parse_args(["ui", "--address", "192.0.2.1"])  # TEST-NET-1
+    with pytest.raises(cli.InputError, match="--address 192.0.2.1 --port 8501: cannot listen"):
         cli.ui_command(args)

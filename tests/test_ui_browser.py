@@ -62,7 +62,7 @@ def chromium():
 
 @pytest.fixture
 def server(trained_workdir, tmp_path):
-    model = os.environ.get("GHIBLI_KERAS_SCREENSHOT_MODEL") or str(trained_workdir)
+    model = os.path.abspath(os.environ.get("GHIBLI_KERAS_SCREENSHOT_MODEL") or trained_workdir)
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "ghibli_keras", "ui", "--model", model, "--port", str(port)],
