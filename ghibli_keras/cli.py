@@ -612,8 +612,11 @@ def cmd_style_transfer(args: argparse.Namespace) -> int:
     print("start     " + "".join(f"{first[k]:12.5g}" for k in nst.LOSS_NAMES))
     print("end       " + "".join(f"{last[k]:12.5g}" for k in nst.LOSS_NAMES))
     h, w = result.image.shape[:2]
-    print(f"{out}: {w}x{h}, {config.steps} {config.optimizer} steps in {seconds:.0f} s "
-          f"(VGG19 weights: {result.weights})")
+    steps = len(result.losses) - 1  # L-BFGS stops early once the loss no longer moves
+    print(f"{out}: {w}x{h}, {steps} {config.optimizer} steps in {seconds:.0f} s "
+          f"(VGG19 weights: {result.weights})"
+          + (f"; stopped before {config.steps}: the loss no longer decreased"
+             if steps < config.steps else ""))
     return 0
 
 

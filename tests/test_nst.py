@@ -159,6 +159,13 @@ def test_style_transfer_command(tmp_path, vgg_weights_file):
     assert end < start
     assert "5 lbfgs steps" in result.stdout and "style transfer" in result.stderr  # the bar
     assert [p.name for p in out.parent.iterdir()] == ["styled.png"]  # no temporary left
+    # Nothing to minimise: L-BFGS stops at once, and the summary says so (it said "5 steps").
+    result = _cli(str(tmp_path / "photo.jpg"), str(tmp_path / "still.png"), "--out", str(out),
+                  "--steps", "5", "--size", "48", "--optimizer", "lbfgs", "--content-weight",
+                  "0", "--style-weight", "0", "--tv-weight", "0",
+                  "--vgg-weights", str(vgg_weights_file))
+    assert result.returncode == 0, result.stderr
+    assert "0 lbfgs steps" in result.stdout and "stopped before 5" in result.stdout
 
 
 def test_style_transfer_input_errors_are_one_line(tmp_path):
