@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import math
 import os
 import signal
 import sys
@@ -561,6 +562,21 @@ def check_vgg_weights(weights: Optional[str]) -> None:
 STYLE_MIN_SIDE = 32  # nst.MIN_SIDE
 
 
+def _check_style_side(name: str, path: str, shape: tuple, size) -> None:
+    """Both pictures are resized so their longer side is `size` (None: kept); VGG19 needs
+    every side >= STYLE_MIN_SIDE. Refused here, before VGG19 loads, with the --size that works."""
+    height, width = shape
+    longer, shorter = max(height, width), min(height, width)
+    after = shorter if size is None else max(1, round(shorter * size / longer))
+    if after >= STYLE_MIN_SIDE:
+        return
+    needed = math.ceil(STYLE_MIN_SIDE * longer / shorter)
+    at = "" if size is None else f" at --size {size}"
+    raise InputError(f"{name} {path}: {width}x{height} has a shorter side of {after} pixels"
+                     f"{at}; VGG19 needs at least {STYLE_MIN_SIDE}: use --size {needed} or more"
+                     + (" (the picture is enlarged)" if needed > longer else ""))
+
+
 def cmd_style_transfer(args: argparse.Namespace) -> int:
     from . import images
 
@@ -577,6 +593,8 @@ def cmd_style_transfer(args: argparse.Namespace) -> int:
         raise InputError(f"--size must be at least {STYLE_MIN_SIDE}, got {args.size}")
     content = images.read_image(args.content)  # ImageReadError names the file
     style = images.read_image(args.style)
+    for name, path, picture in (("CONTENT", args.content, content), ("STYLE", args.style, style)):
+        _check_style_side(name, path, picture.shape[:2], args.size)
     check_vgg_weights(args.vgg_weights)
     _log_to_stderr()
     _quiet_tensorflow()

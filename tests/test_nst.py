@@ -172,7 +172,12 @@ def test_style_transfer_input_errors_are_one_line(tmp_path):
     (tmp_path / "notes.jpg").write_text("not a picture")
     good = tmp_path / "good.png"
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(good)
+    wide = tmp_path / "wide.png"
+    Image.fromarray(np.zeros((30, 128, 3), np.uint8)).save(wide)
     for args, message in [
+        ([str(good), str(wide), "--out", str(tmp_path / "o.jpg"), "--size", "64"],
+         f"STYLE {wide}: 128x30 has a shorter side of 15 pixels at --size 64; VGG19 needs at "
+         f"least 32: use --size 137 or more (the picture is enlarged)"),
         ([str(tmp_path / "notes.jpg"), str(good), "--out", str(tmp_path / "o.jpg")],
          "notes.jpg: not a picture"),
         ([str(good), str(tmp_path / "missing.png"), "--out", str(tmp_path / "o.jpg")],
