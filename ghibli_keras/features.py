@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from . import data, images
 from .errors import InputError, gist, warnings_only_if_it_works
-from .files import atomic_path, keras_cache_path
+from .files import atomic_path, check_cached_weights, keras_cache_path
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ KERAS_WEIGHTS_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
 KERAS_WEIGHTS_URL = (
     "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/" + KERAS_WEIGHTS_FILE
 )
+KERAS_WEIGHTS_MD5 = "bcbd6486424b2319ff4ef7d526e38f63"  # what keras.applications checks
 TTUR_GRAPH_FILE = "classify_image_graph_def.pb"
 TTUR_ARCHIVE_URL = "http://download.tensorflow.org/models/image/imagenet/inception-2015-12-05.tgz"
 #: Environment variable naming the weights to use when none are given (a path or "imagenet").
@@ -162,6 +163,7 @@ def inception(weights: Optional[str] = "imagenet") -> FeatureExtractor:
         return FeatureExtractor("keras.applications InceptionV3, random weights (not a real score)",
                                 None, _keras_features(model))
     if weights == "imagenet":
+        check_cached_weights(keras_weights_cache_path(), KERAS_WEIGHTS_MD5, KERAS_WEIGHTS_URL)
         try:
             model = _keras_inception("imagenet")
         except Exception as e:  # keras.utils.get_file raises a plain Exception when offline

@@ -49,6 +49,25 @@ def keras_cache_path(filename: str) -> Path:
     return Path(home) / "models" / filename
 
 
+def check_cached_weights(path: Path, md5: str, url: str) -> None:
+    """A weights file in the Keras cache (`keras_cache_path`) whose MD5 is not `md5` (the one
+    `keras.applications` checks) is refused here, before Keras sees it: Keras would delete it
+    and try to download it again, so offline the copy is lost and the error says nothing of
+    it. A missing file passes (Keras downloads it, or the caller says what to do offline)."""
+    from .errors import InputError
+
+    if not path.is_file():
+        return
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != md5:
+        raise InputError(f"{path}: an incomplete or damaged copy ({path.stat().st_size:,} bytes, "
+                         f"MD5 {digest.hexdigest()}, expected {md5}): copy it again from {url}, "
+                         f"or remove it to let Keras download it")
+
+
 def check_keras_archive(path: Path) -> None:
     """A `.keras` file is a zip archive: `InputError` if `path` is not one (Keras itself says
     "File not found" of a damaged file). Reads the zip's end record only."""

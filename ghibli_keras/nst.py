@@ -36,12 +36,13 @@ import tensorflow as tf
 
 from . import images
 from .errors import InputError, gist, warnings_only_if_it_works
-from .files import keras_cache_path
+from .files import check_cached_weights, keras_cache_path
 
 CONTENT_LAYERS = ("block5_conv2",)
 STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
 VGG_WEIGHTS_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 VGG_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/" + VGG_WEIGHTS_FILE
+VGG_WEIGHTS_MD5 = "253f8cb515780f3b799900260a226db6"  # what keras.applications.VGG19 checks
 #: Environment variable naming the weights used when none are given (a path or "imagenet").
 WEIGHTS_ENV = "GHIBLI_KERAS_VGG_WEIGHTS"
 MIN_SIDE = 32  # block5_conv1 sees the picture at 1/16: smaller sides leave it nothing
@@ -131,6 +132,8 @@ def feature_extractor(weights: Optional[str] = "imagenet") -> keras.Model:
     """
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise InputError(f"VGG19 weights file {weights!r} not found")
+    if weights == "imagenet":
+        check_cached_weights(keras_weights_cache_path(), VGG_WEIGHTS_MD5, VGG_WEIGHTS_URL)
     try:
         with warnings_only_if_it_works():
             vgg = keras.applications.VGG19(include_top=False, weights=weights)

@@ -144,6 +144,13 @@ def test_offline_and_bad_weights_messages(tmp_path, monkeypatch):
     junk.write_bytes(b"not weights")
     with pytest.raises(InputError, match="not InceptionV3 weights"):
         features.inception(str(junk))
+    cached = features.keras_weights_cache_path()  # a copy cut short: named, and kept (Keras
+    cached.parent.mkdir(parents=True)  # would delete it and, offline, fail to download it)
+    cached.write_bytes(b"\x89HDF\r\n\x1a\n cut short")
+    with pytest.raises(InputError, match=r"notop.h5: an incomplete or damaged copy \(18 bytes, "
+                                         r"MD5 \w+, expected bcbd6486424b2319ff4ef7d526e38f63\)"):
+        features.inception("imagenet")
+    assert cached.is_file()
 
 
 def test_weights_of_another_network_one_line_without_keras_warnings(vgg_weights_file):

@@ -108,6 +108,7 @@ def test_config_checks_name_the_bad_value():
 
 
 def test_weights_errors_say_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     with pytest.raises(InputError, match="not found"):
         nst.feature_extractor(str(tmp_path / "missing.h5"))
     junk = tmp_path / "junk.weights.h5"
@@ -125,6 +126,12 @@ def test_weights_errors_say_what_to_do(tmp_path, monkeypatch):
     message = str(error.value)
     assert nst.VGG_WEIGHTS_URL in message and "--vgg-weights PATH" in message
     assert "Name or service not known" in message
+    cached = nst.keras_weights_cache_path()  # a copy cut short: named, and kept
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"cut short")
+    with pytest.raises(InputError, match="an incomplete or damaged copy .*expected 253f8cb5"):
+        nst.feature_extractor("imagenet")
+    assert cached.is_file()
 
 
 def test_cli_defaults_match_the_module():
