@@ -695,7 +695,8 @@ def _add_translation_options(p: argparse.ArgumentParser) -> None:
     inference.translation_xla and inference.translation_policy)."""
     p.add_argument("--xla", choices=XLA_CHOICES, default="auto",
                    help="XLA-compile the generator (auto: on GPU/TPU; on a CPU off where it has "
-                   "bf16 instructions, else on for float32 ResNet generators, off for the U-Net)")
+                   "bf16 instructions, else on for float32 ResNet generators, off for the U-Net; "
+                   "a SavedModel keeps what export chose)")
     p.add_argument("--mixed-precision", choices=TRANSLATION_PRECISIONS, default="auto",
                    help="compute in bfloat16 (auto: where the CPU/GPU/TPU computes it faster than "
                    "float32: about 2x on a CPU with AMX or AMD's AVX512_BF16) or float32 (off); "
