@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import logging
 import math
 import time
 from pathlib import Path
@@ -14,8 +13,6 @@ import numpy as np
 import tensorflow as tf
 
 from .files import atomic_path
-
-log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):

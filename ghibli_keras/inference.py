@@ -316,15 +316,14 @@ def tf_translate_tiled(fn: Callable, image: tf.Tensor, tile: int, overlap: int, 
     one tile whatever the picture's size. Same tiles and blend weights as `translate_image`."""
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must be in 0..tile-1 ({tile - 1}), got {overlap}")
-    ramp = np.arange(max(overlap, 1), dtype=np.float32)
-    ramp = tf.constant(np.maximum(0.5 - 0.5 * np.cos(np.pi * (ramp + 0.5) / max(overlap, 1)),
-                                  _MIN_WEIGHT).astype(np.float32))
+    ramp = tf.constant(blend_window(2 * max(overlap, 1), overlap)[:max(overlap, 1)])
+    step = tile - overlap
 
-    def layout(length):  # tile side, tile starts, blend window along one axis
+    def layout(length):  # tile side, tile starts, blend window along one axis (as tile_starts)
         size = tf.minimum(length, tile)
         ramped = tf.where(length > tile, overlap, 0)  # no blending along an untiled side
-        count = tf.where(length > tile, (length - tile + tile - overlap - 1) // (tile - overlap) + 1, 1)
-        starts = tf.minimum(tf.range(count) * (tile - overlap), length - size)
+        count = tf.where(length > tile, (length - tile + step - 1) // step + 1, 1)
+        starts = tf.minimum(tf.range(count) * step, length - size)
         i = tf.range(size)
         left = tf.gather(ramp, tf.clip_by_value(i, 0, max(overlap - 1, 0)))
         right = tf.gather(ramp, tf.clip_by_value(size - 1 - i, 0, max(overlap - 1, 0)))
