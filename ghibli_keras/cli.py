@@ -343,13 +343,13 @@ def _too_few(flag: str, source: str, count: int) -> InputError:
                       f"which need at least {FID_MIN_SET} images a set (thousands for a stable FID)")
 
 
-def _check_pictures(flag: str, files: list) -> None:
+def _check_pictures(flag: str, files: list, max_pixels: int) -> None:
     """Every picture's header, before a network loads: an empty file, a non-picture or an
     over-large picture is named at once rather than minutes into the run."""
     from .images import ImageReadError, check_headers
 
     try:
-        check_headers(files)
+        check_headers(files, max_pixels=max_pixels)
     except ImageReadError as e:
         raise InputError(f"{flag}: {e}; remove or replace it") from None
 
@@ -365,7 +365,7 @@ def cmd_fid(args: argparse.Namespace) -> int:
         if kind == "images" and len(files) < FID_MIN_SET:  # shards are counted after reading
             raise _too_few(flag, source, len(files))
         if kind == "images":
-            _check_pictures(flag, files)
+            _check_pictures(flag, files, args.max_pixels)
     check_weights(args.inception_weights)
     _log_to_stderr()
     _quiet_tensorflow()
@@ -374,9 +374,11 @@ def cmd_fid(args: argparse.Namespace) -> int:
     extractor = features.inception(args.inception_weights or features.default_weights())
     cache = False if args.no_cache else True
     real = features.extract(args.real, extractor, batch_size=args.batch_size, cache=cache,
-                            progress=not args.quiet, description="REAL")
+                            progress=not args.quiet, description="REAL",
+                            max_pixels=args.max_pixels)
     fake = features.extract(args.fake, extractor, batch_size=args.batch_size, cache=cache,
-                            progress=not args.quiet, description="FAKE")
+                            progress=not args.quiet, description="FAKE",
+                            max_pixels=args.max_pixels)
     for flag, source, found in (("REAL", args.real, real), ("FAKE", args.fake, fake)):
         if len(found) < FID_MIN_SET:
             raise _too_few(flag, source, len(found))
@@ -492,7 +494,7 @@ def cmd_submission(args: argparse.Namespace) -> int:
     if args.out.suffix.lower() != ".zip":
         raise InputError(f"--out must name a .zip file, got {str(args.out)!r}")
     if kind == "images":
-        _check_pictures("--photos", files)
+        _check_pictures("--photos", files, args.max_pixels)
     _log_to_stderr()
     _quiet_tensorflow()
     from . import inference
@@ -501,7 +503,7 @@ def cmd_submission(args: argparse.Namespace) -> int:
                                            precision=args.mixed_precision)
     count = submission.write_submission(translator, args.photos, args.out, size=args.size,
                                         min_images=low, max_images=high,
-                                        progress=not args.quiet)
+                                        progress=not args.quiet, max_pixels=args.max_pixels)
     print(f"{args.out}: {count} {args.size}x{args.size} JPEGs, checked")
     if args.size != submission.SIZE:
         print(f"note: the competition takes {submission.SIZE}x{submission.SIZE} pictures only; "
@@ -690,6 +692,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
+def _add_read_max_pixels(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_READ_MAX_PIXELS,
+                   help=f"refuse picture files with more pixels than this, read from the "
+                   f"header before anything runs ({DEFAULT_READ_MAX_PIXELS})")
+
+
 def _add_translation_options(p: argparse.ArgumentParser) -> None:
     """--xla and --mixed-precision of the commands that translate with a generator (see
     inference.translation_xla and inference.translation_policy)."""
@@ -825,6 +833,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception-weights", metavar="PATH", help=WEIGHTS_HELP)
     p.add_argument("--batch-size", type=positive_int, default=32, help="(32)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
+    _add_read_max_pixels(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_fid)
 
@@ -897,6 +906,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", metavar="ZIP", help="only validate ZIP")
     p.add_argument("--min-images", type=positive_int, help="(7000, Kaggle's rule)")
     p.add_argument("--max-images", type=positive_int, help="(10000, Kaggle's rule)")
+    _add_read_max_pixels(p)
     _add_translation_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_submission)

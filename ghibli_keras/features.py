@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -250,17 +251,20 @@ def _value_range(array: np.ndarray) -> tuple[float, float]:
     return 0.0, 255.0
 
 
-def _read_picture(path) -> np.ndarray:
-    return images.read_image(path.decode() if isinstance(path, bytes) else path)
+def _read_picture(path, max_pixels: int = images.DEFAULT_MAX_PIXELS) -> np.ndarray:
+    return images.read_image(path.decode() if isinstance(path, bytes) else path,
+                             max_pixels=max_pixels)
 
 
-def image_dataset(source: Source, value_range: Optional[tuple] = None) -> tuple[tf.data.Dataset, int, list]:
+def image_dataset(source: Source, value_range: Optional[tuple] = None, *,
+                  max_pixels: int = images.DEFAULT_MAX_PIXELS) -> tuple[tf.data.Dataset, int, list]:
     """A source -> (dataset of float32 `(H, W, 3)` in [0, 255], image count, files or []).
 
     Args:
         source: a folder, glob or file of pictures or shards (a list of them is joined), or an
             array `(N, H, W, 3)`: uint8, or float whose range is `value_range` (by default
             [-1, 1] if it has negative values, else [0, 1] if none exceeds 1, else [0, 255]).
+        max_pixels: picture files with more pixels (from the header) are refused.
     """
     if isinstance(source, np.ndarray):
         if source.ndim != 4 or source.shape[-1] != 3:
@@ -280,8 +284,9 @@ def image_dataset(source: Source, value_range: Optional[tuple] = None) -> tuple[
         ds = data.load_tfrecords(files)
         count = data.count_images(files)
     else:
+        read = functools.partial(_read_picture, max_pixels=max_pixels)
         ds = tf.data.Dataset.from_tensor_slices(files).map(
-            lambda p: tf.ensure_shape(tf.numpy_function(_read_picture, [p], tf.uint8), [None, None, 3]),
+            lambda p: tf.ensure_shape(tf.numpy_function(read, [p], tf.uint8), [None, None, 3]),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
         count = len(files)
@@ -289,10 +294,11 @@ def image_dataset(source: Source, value_range: Optional[tuple] = None) -> tuple[
 
 
 @contextlib.contextmanager
-def naming_unreadable(files: list, description: str = "features"):
+def naming_unreadable(files: list, description: str = "features", *,
+                      max_pixels: int = images.DEFAULT_MAX_PIXELS):
     """Within the block, TensorFlow's error for a picture or shard record of `files` that
-    cannot be read becomes an `InputError` naming it (`description` says which set stopped);
-    other errors pass unchanged."""
+    cannot be read (or has more than `max_pixels`) becomes an `InputError` naming it
+    (`description` says which set stopped); other errors pass unchanged."""
     stopped = f"{description}: no features were computed"
     if files and all(f.endswith(images.TFRECORD_SUFFIXES) for f in files):
         with data.naming_unreadable_records(files, stopped):
@@ -303,7 +309,7 @@ def naming_unreadable(files: list, description: str = "features"):
     except tf.errors.OpError:
         for path in files:  # the error path only: find the picture that failed
             try:
-                images.read_image(path)
+                images.read_image(path, max_pixels=max_pixels)
             except images.ImageReadError as e:
                 raise InputError(f"{e}; remove or replace it; {stopped}") from None
         raise
@@ -339,6 +345,7 @@ def extract(
     cache: Union[bool, str, os.PathLike] = True,
     progress: bool = False,
     description: str = "features",
+    max_pixels: int = images.DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
     """Features `(N, 2048)` of every image of `source`, in order.
 
@@ -352,8 +359,10 @@ def extract(
         cache: True (the default folder, `cache_dir()`), a folder, or False. Only features of
             files, untransformed, with non-random weights are cached.
         progress: show a tqdm progress bar.
+        description: names the set in the progress bar and in errors.
+        max_pixels: picture files with more pixels (from the header) are refused.
     """
-    ds, count, files = image_dataset(source, value_range)
+    ds, count, files = image_dataset(source, value_range, max_pixels=max_pixels)
     path = None
     if cache and files and transform is None and extractor.key is not None:
         folder = cache_dir() if cache is True else Path(cache)
@@ -372,7 +381,7 @@ def extract(
     compiled = count >= XLA_MIN_IMAGES
     chunks = []
     with tqdm(total=count, desc=description, unit="img", disable=not progress) as bar, \
-            naming_unreadable(files, description):
+            naming_unreadable(files, description, max_pixels=max_pixels):
         for batch in ds:  # (B, H, W, 3) in [0, 255]
             if transform is not None:
                 fake = transform(batch / 127.5 - 1.0)  # (B, H, W, 3) in [-1, 1]

@@ -102,8 +102,10 @@ def check_zip(path, *, min_images: int = MIN_IMAGES, max_images: int = MAX_IMAGE
     return count
 
 
-def _photos(source) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
-    """(count, iterator of (name, uint8 picture)) from shards or picture files."""
+def _photos(source, max_pixels: int = images.DEFAULT_MAX_PIXELS
+            ) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
+    """(count, iterator of (name, uint8 picture)) from shards or picture files (those with
+    more than `max_pixels` refused)."""
     kind, files = images.resolve_files(source)
     if kind == "shards":
         from . import data
@@ -120,7 +122,7 @@ def _photos(source) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
 
     def pictures():
         for path in files:
-            yield Path(path).stem, images.read_image(path)
+            yield Path(path).stem, images.read_image(path, max_pixels=max_pixels)
 
     return len(files), pictures()
 
@@ -137,11 +139,11 @@ def _unique(name: str, used: set) -> str:
 
 def write_submission(translator, photos, out, *, size: int = SIZE,
                      min_images: int = MIN_IMAGES, max_images: int = MAX_IMAGES,
-                     progress: bool = True) -> int:
+                     progress: bool = True, max_pixels: int = images.DEFAULT_MAX_PIXELS) -> int:
     """Translates every photo of `photos` (shards or picture files: a glob, folder or file) to a
     `size`×`size` JPEG in the zip `out`, validates it with `check_zip` and only then puts it in
     place. Photos that are not `size`×`size` are resized (shorter side) and centre-cropped
-    first. Returns the number of images.
+    first; a picture file with more than `max_pixels` is refused. Returns the number of images.
 
     Raises:
         SubmissionError: the zip would break the rules (nothing is left at `out`).
@@ -153,7 +155,7 @@ def write_submission(translator, photos, out, *, size: int = SIZE,
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(temporary_name(out.name))
-    count, stream = _photos(photos)
+    count, stream = _photos(photos, max_pixels)
     if not min_images <= count <= max_images:  # known before anything is translated
         raise SubmissionError(f"{photos}: {count} photos; the competition needs {min_images:,} to "
                               f"{max_images:,} images (nothing was written)")

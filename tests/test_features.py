@@ -183,6 +183,11 @@ def test_an_unreadable_picture_or_record_is_named(random_extractor, tmp_path, rn
     with pytest.raises(InputError, match=r"1b.png: not a picture Pillow can read; remove or "
                                          r"replace it; REAL: no features were computed$"):
         features.extract(str(folder), random_extractor, cache=False, description="REAL")
+    (folder / "1b.png").unlink()
+    with pytest.raises(InputError, match=r"0.png: 40x40 = 1,600 pixels, more than the limit of "
+                                         r"1,000 .*; REAL: no features were computed$"):
+        features.extract(str(folder), random_extractor, cache=False, description="REAL",
+                         max_pixels=1000)
     bad = shard_with_a_bad_record(tmp_path / "photos00-6.tfrec")
     with pytest.raises(InputError, match=r"photos00-6.tfrec: record 3 \(image_name 'p3'\): the "
                                          r"image is not a JPEG picture.*make-tfrecords"):
@@ -253,6 +258,9 @@ def test_fid_command_input_errors_are_instant(tmp_path):
         ([os.path.join(SAMPLE, "ghibli"), str(tmp_path / "bad")],
          "FAKE: " + str(tmp_path / "bad" / "b.png") + ": not a picture Pillow can read; remove or "
          "replace it"),
+        ([os.path.join(SAMPLE, "ghibli"), str(tmp_path / "bad"), "--max-pixels", "60"],
+         "FAKE: " + str(tmp_path / "bad" / "a.png") + ": 8x8 = 64 pixels, more than the limit "
+         "of 60 (raise it with --max-pixels"),
     ]:
         result = subprocess.run([sys.executable, "-c", code, "fid", *args], capture_output=True,
                                 text=True)

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import SAMPLE
-from ghibli_keras import cli, submission
+from ghibli_keras import cli, images, submission
 from ghibli_keras.submission import SubmissionError
 
 
@@ -87,7 +87,9 @@ def test_check_command_runs_without_tensorflow(tmp_path):
     assert result.returncode == 2 and "2 images; the competition needs 3 to 5" in result.stderr
 
 
-def test_a_bad_picture_is_named_before_the_model_loads(tmp_path):
+@pytest.mark.parametrize("limit", [None, 50])
+def test_a_bad_picture_is_named_before_the_model_loads(tmp_path, limit):
+    """An empty file, or (with --max-pixels 50) an 8x8 picture: named before anything loads."""
     model = tmp_path / "served"
     model.mkdir()
     (model / "saved_model.pb").write_bytes(b"")  # never read: the photos are refused first
@@ -95,15 +97,22 @@ def test_a_bad_picture_is_named_before_the_model_loads(tmp_path):
     photos.mkdir()
     for i in range(3):
         Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(photos / f"{i}.png")
-    (photos / "1.png").write_bytes(b"")
+    if limit is None:
+        (photos / "1.png").write_bytes(b"")
     code = ("import sys, ghibli_keras_cli; rc = ghibli_keras_cli.main(sys.argv[1:]); "
             "assert 'tensorflow' not in sys.modules; sys.exit(rc)")
     result = subprocess.run([sys.executable, "-c", code, "submission", str(model), "--photos",
                              str(photos), "--out", str(tmp_path / "images.zip"), "--min-images",
-                             "2", "--max-images", "5"], capture_output=True, text=True)
+                             "2", "--max-images", "5",
+                             *(["--max-pixels", str(limit)] if limit else [])],
+                            capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
+    problem = ("empty file (0 bytes)" if limit is None else
+               "8x8 = 64 pixels, more than the limit of 50 (raise it with --max-pixels if the "
+               "picture is genuine)")
     assert result.stderr.strip().endswith(
-        f"--photos: {photos / '1.png'}: empty file (0 bytes); remove or replace it"), result.stderr
+        f"--photos: {photos / ('1.png' if limit is None else '0.png')}: {problem}; remove or "
+        f"replace it"), result.stderr
     assert not (tmp_path / "images.zip").exists()
 
 
@@ -142,6 +151,17 @@ def test_submission_from_picture_files(trained_workdir, tmp_path, rng):
     assert rc == 0
     with zipfile.ZipFile(out) as archive:
         assert sorted(archive.namelist()) == ["p0.jpg", "p1.jpg", "p2.jpg"]
+
+
+def test_the_pixel_limit_applies_to_photo_files(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, (h, w) in enumerate([(40, 40), (50, 70)]):
+        Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(folder / f"p{i}.png")
+    count, stream = submission._photos(str(folder), max_pixels=3000)
+    assert count == 2 and next(stream)[0] == "p0"
+    with pytest.raises(images.ImageReadError, match=r"p1.png: 70x50 = 3,500 pixels"):
+        next(stream)
 
 
 def test_a_shard_record_that_does_not_decode_stops_it_by_name(trained_workdir, tmp_path, capsys):
