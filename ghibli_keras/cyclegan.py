@@ -165,12 +165,32 @@ class CycleGAN(keras.Model):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return tf.nn.compute_average_loss(per_example, global_batch_size=tf.shape(x)[0] * replicas)
 
-    def _apply(self, optimizer, tape, scaled_loss, network):
-        """`optimizer`'s update of `network` from `scaled_loss`, `optimizer.scale_loss(loss)`
-        computed inside `tape` (a `LossScaleOptimizer`'s scaling outside it would leave no
-        gradients)."""
-        variables = network.trainable_variables
-        optimizer.apply(tape.gradient(scaled_loss, variables), variables)
+    @staticmethod
+    def _skip_together(*updates):
+        """`(optimizer, gradients)` pairs -> the gradients, each list made non-finite where any
+        list is, on any replica, when the optimizers scale the loss (`mixed_float16`).
+
+        A `LossScaleOptimizer` skips a step whose gradients are not finite (and halves its
+        scale). G and F learn from one objective, so a step one skips the other skips too (the
+        reference's one scaler over both); and under a strategy Keras judges only the first
+        replica's gradients before summing every replica's, so an overflow on another replica
+        reached the weights as inf. One NaN in each list's first gradient makes every
+        optimizer of `updates`, on every replica, skip the step."""
+        if not all(isinstance(opt, keras.optimizers.LossScaleOptimizer) for opt, _ in updates):
+            return [grads for _, grads in updates]
+        finite = tf.reduce_all(tf.stack([opt.check_finite(grads) for opt, grads in updates]))
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            overflows = context.all_reduce("sum", tf.cast(tf.logical_not(finite), tf.float32))
+            finite = overflows == 0.0
+        poison = tf.where(finite, 0.0, float("nan"))
+        out = []
+        for _, grads in updates:
+            grads = list(grads)
+            first = next(i for i, g in enumerate(grads) if g is not None)
+            grads[first] = grads[first] + tf.cast(poison, grads[first].dtype)
+            out.append(grads)
+        return out
 
     def _discriminator_step(self, discriminator, optimizer, real, fake, weight):
         """One update of a discriminator on real images and (pooled) fakes; used for both
@@ -180,7 +200,9 @@ class CycleGAN(keras.Model):
                 discriminator(real, training=True), discriminator(fake, training=True), self.gan_loss
             )
             loss = optimizer.scale_loss(weight * self._global_average(per_example, real))
-        self._apply(optimizer, tape, loss, discriminator)
+        variables = discriminator.trainable_variables
+        (grads,) = self._skip_together((optimizer, tape.gradient(loss, variables)))
+        optimizer.apply(grads, variables)
         if self.warmup_steps:
             # A warm-up step (weight 0) must leave the optimizer as it was: its zero gradients
             # leave Adam's moments at 0, and the step count goes back too, or the first real
@@ -227,11 +249,16 @@ class CycleGAN(keras.Model):
             )
             per_example = out["loss"]  # (B,)
             g_loss = self._global_average(per_example, x)
-            g_scaled = self.g_optimizer.scale_loss(g_loss)  # each optimizer its own loss scale
+            # each optimizer its own loss scale (mixed_float16), inside the tape
+            g_scaled = self.g_optimizer.scale_loss(g_loss)
             f_scaled = self.f_optimizer.scale_loss(g_loss)
-        self._apply(self.g_optimizer, tape, g_scaled, self.generator_g)
-        self._apply(self.f_optimizer, tape, f_scaled, self.generator_f)
+        g_vars = self.generator_g.trainable_variables
+        f_vars = self.generator_f.trainable_variables
+        g_grads, f_grads = self._skip_together((self.g_optimizer, tape.gradient(g_scaled, g_vars)),
+                                               (self.f_optimizer, tape.gradient(f_scaled, f_vars)))
         del tape
+        self.g_optimizer.apply(g_grads, g_vars)
+        self.f_optimizer.apply(f_grads, f_vars)
 
         d_x = self._discriminator_step(
             self.discriminator_x, self.d_x_optimizer, x, self.pool_x(out["fake_x"]), adversarial

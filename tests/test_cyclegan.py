@@ -46,6 +46,50 @@ def test_one_fit_step_updates_all_four_networks_with_finite_losses(policy, float
     assert {k: int(o.iterations.numpy()) for k, o in model.optimizers.items()} == {"g": 1, "f": 1, "d_x": 1, "d_y": 1}
 
 
+def test_fp16_generator_steps_are_skipped_together(float32_after):
+    """G's loss scale overflows float16 (its gradients inf), F's does not: one objective
+    trains both, so both skip the step, as the reference's one scaler does (F's optimizer
+    used to step alone)."""
+    keras.config.set_dtype_policy("mixed_float16")
+    scaled = lambda scale: keras.optimizers.LossScaleOptimizer(  # noqa: E731
+        keras.optimizers.SGD(0.1), initial_scale=scale)
+    model = _model(g_optimizer=scaled(2.0 ** 100), f_optimizer=scaled(1.0))
+    before = [w.copy() for w in model.generator_f.get_weights()]
+    model.fit(tf.data.Dataset.from_tensors(_batch()), epochs=1, verbose=0)
+    assert int(model.g_optimizer.iterations) == int(model.f_optimizer.iterations) == 0
+    assert float(model.f_optimizer.dynamic_scale) == 0.5  # halved, as G's was
+    for a, b in zip(model.generator_f.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    assert int(model.d_x_optimizer.iterations) == 1  # the discriminators' own losses were finite
+
+
+def test_an_overflow_on_any_replica_skips_the_step_on_all():
+    """Keras' LossScaleOptimizer judges only the first replica's gradients under a strategy;
+    _skip_together makes an inf on the second replica (or in the other optimizer's gradients)
+    non-finite everywhere, and leaves finite ones and float32 optimizers alone. (Reduced on
+    one device: a second strategy's collectives in this process would reuse these' keys.)"""
+    strategy = tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
+    scaled = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1))
+    plain = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def run(bad_replica):
+        def fn():
+            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+            bad = tf.where(tf.equal(replica, bad_replica), float("inf"), 1.0)
+            g, f = CycleGAN._skip_together((scaled, [None, tf.ones(2)]),
+                                           (scaled, [tf.fill([3], bad)]))
+            (kept,) = CycleGAN._skip_together((plain, [tf.fill([3], bad)]))
+            return tf.reduce_all(tf.math.is_finite(g[1])), tf.reduce_all(tf.math.is_finite(kept[0]))
+        return [strategy.experimental_local_results(r) for r in strategy.run(fn)]
+
+    for bad_replica, finite in ((1, False), (0, False), (-1, True)):
+        g_finite, kept_finite = run(tf.constant(bad_replica))
+        assert [bool(v) for v in g_finite] == [finite, finite], bad_replica
+        assert [bool(v) for v in kept_finite] == [r != bad_replica for r in (0, 1)]
+
+
 def test_train_step_finishes_uint8_jitter_windows_itself():
     """uint8 windows (what train()'s pipeline yields) train exactly as the float crops that
     finish_jitter makes of them on the host."""
