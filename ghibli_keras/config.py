@@ -24,6 +24,8 @@ SAMPLE_STYLES = f"{SAMPLE_DIR}/ghibli/*.tfrec"
 SAMPLE_HELDOUT = f"{SAMPLE_DIR}/photo_test/*.tfrec"
 #: The folder this package was imported from sits in: a source checkout (or editable install).
 CHECKOUT = Path(__file__).resolve().parents[1]
+KAGGLE_INPUT = "/kaggle/input"  # where a Kaggle session mounts attached data
+KAGGLE_COMPETITION = "gan-getting-started"
 
 
 def locate_sample(path: str) -> str:
@@ -231,14 +233,26 @@ def _tiny() -> Config:
     )
 
 
+def kaggle_competition_shards(folder: str, root: Optional[str] = None) -> str:
+    """The glob of the competition's shards in `folder` (`photo_tfrec`, `monet_tfrec`) under
+    Kaggle's input (`root`, default `KAGGLE_INPUT`): `input/gan-getting-started/` in the
+    classic layout, `input/competitions/gan-getting-started/` in Kaggle's newer one (taken
+    where only it exists)."""
+    root = KAGGLE_INPUT if root is None else root
+    classic = f"{root}/{KAGGLE_COMPETITION}/{folder}"
+    newer = f"{root}/competitions/{KAGGLE_COMPETITION}/{folder}"
+    chosen = newer if Path(newer).is_dir() and not Path(classic).is_dir() else classic
+    return f"{chosen}/*.tfrec"
+
+
 def _kaggle() -> Config:
     """The Kaggle "Monet CycleGAN" tutorial's networks and losses: U-Net at 256, BCE, no pool,
     25 epochs at a constant learning rate. An epoch here is one pass over the 7,038 photos (the
     tutorial's is 300 steps): the notebook bounds the run with `train.max_hours`."""
     return Config(
         data=DataConfig(
-            photos="/kaggle/input/gan-getting-started/photo_tfrec/*.tfrec",
-            styles="/kaggle/input/gan-getting-started/monet_tfrec/*.tfrec",
+            photos=kaggle_competition_shards("photo_tfrec"),
+            styles=kaggle_competition_shards("monet_tfrec"),
             heldout_photos=None,
             image_size=256,
             load_size=286,

@@ -52,6 +52,20 @@ def test_kaggle_preset_is_the_tutorials_unet():
     assert c.model.generator == "unet" and c.data.image_size == 256 and c.train.gan_loss == "bce"
 
 
+def test_kaggle_preset_finds_the_competition_data_in_either_layout(tmp_path, monkeypatch):
+    from ghibli_keras import config
+
+    monkeypatch.setattr(config, "KAGGLE_INPUT", str(tmp_path))
+    classic = f"{tmp_path}/gan-getting-started/photo_tfrec/*.tfrec"
+    assert get_preset("kaggle").data.photos == classic  # neither: the classic path, named
+    (tmp_path / "competitions" / "gan-getting-started" / "photo_tfrec").mkdir(parents=True)
+    c = get_preset("kaggle")
+    assert c.data.photos == f"{tmp_path}/competitions/gan-getting-started/photo_tfrec/*.tfrec"
+    assert c.data.styles == f"{tmp_path}/gan-getting-started/monet_tfrec/*.tfrec"
+    (tmp_path / "gan-getting-started" / "photo_tfrec").mkdir(parents=True)
+    assert get_preset("kaggle").data.photos == classic
+
+
 def test_override_and_validation():
     c = get_preset("tiny").override(**{"train.epochs": 3, "train.decay_epochs": 1, "data.image_size": 32, "data.load_size": 40})
     assert c.train.epochs == 3 and c.data.image_size == 32
