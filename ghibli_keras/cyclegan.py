@@ -271,9 +271,11 @@ class CycleGAN(keras.Model):
             "cycle_loss": out["cycle"], "identity_loss": out["identity"],
             "d_x_loss": d_x, "d_y_loss": d_y,
         }
+        if not self.lambda_identity:  # not computed, so not logged (val_identity_loss is)
+            del values["identity_loss"]
         for name, value in values.items():
             self.trackers[name].update_state(value)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        return {name: self.trackers[name].result() for name in values}
 
     def test_step(self, data):
         """Cycle and identity losses on held-out `(x, y)` pairs (reported as val_*)."""

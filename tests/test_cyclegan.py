@@ -157,6 +157,16 @@ def test_keras_save_and_load_round_trip(tmp_path):
     assert (loaded.gan_loss, loaded.lambda_cycle, loaded.lambda_identity) == ("lsgan", 10.0, 0.5)
 
 
+def test_an_identity_loss_not_computed_is_not_logged():
+    """With lambda_identity 0 (the tiny preset) training does not compute the identity loss,
+    so it logs none (it used to log 0); validation still measures it."""
+    model = _model(lambda_identity=0.0)
+    data = tf.data.Dataset.from_tensors(_batch())
+    history = model.fit(data, validation_data=data, epochs=1, verbose=0)
+    assert "identity_loss" not in history.history and "cycle_loss" in history.history
+    assert history.history["val_identity_loss"][0] > 0
+
+
 def test_test_step_reports_cycle_and_identity():
     model = _model()
     result = model.evaluate(tf.data.Dataset.from_tensors(_batch()), verbose=0, return_dict=True)
