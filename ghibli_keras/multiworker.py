@@ -9,8 +9,9 @@ resumes from the chief's backup, so the workdir must be on storage all workers s
 machine, or a network file system such as NFS or a bucket mounted with gcsfuse).
 
 The backup is `backup/latest.weights.h5` + `backup/training_metadata.json`, each written under
-a temporary name and renamed, with the previous pair kept as `*.prev`: a kill at any moment
-leaves a complete backup to resume from.
+a temporary name and renamed, with the previous pair kept as `backup/previous.weights.h5` +
+`backup/previous_training_metadata.json`: a kill at any moment leaves a complete backup to
+resume from.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ log = logging.getLogger("ghibli_keras")
 
 WEIGHTS = "latest.weights.h5"
 METADATA = "training_metadata.json"
+#: The backup before the latest, kept while the latest is written. Its weights file must end
+#: in `.weights.h5` too: Keras refuses to load any other name.
+PREVIOUS = ("previous.weights.h5", "previous_training_metadata.json")
+BACKUPS = ((WEIGHTS, METADATA), PREVIOUS)
 
 
 class LoopHistory:
@@ -45,9 +50,9 @@ class LoopHistory:
 
 def _save_backup(model, backup: Path, epoch: int) -> None:
     backup.mkdir(parents=True, exist_ok=True)
-    for name in (WEIGHTS, METADATA):
+    for name, previous in zip((WEIGHTS, METADATA), PREVIOUS):
         if (backup / name).exists():
-            shutil.copyfile(backup / name, backup / f"{name}.prev")
+            shutil.copyfile(backup / name, backup / previous)
     with atomic_path(backup / WEIGHTS) as tmp:
         model.save_weights(tmp)
     with atomic_path(backup / METADATA) as tmp:
@@ -56,14 +61,25 @@ def _save_backup(model, backup: Path, epoch: int) -> None:
 
 def _restore_backup(model, backup: Path) -> int:
     """Loads the latest complete backup; returns the number of epochs it holds (0 if none)."""
-    for suffix in ("", ".prev"):
-        weights, metadata = backup / f"{WEIGHTS}{suffix}", backup / f"{METADATA}{suffix}"
+    for weights, metadata in ((backup / w, backup / m) for w, m in BACKUPS):
         if weights.exists() and metadata.exists():
             try:
                 model.load_weights(weights)
                 return int(json.loads(metadata.read_text())["epoch"])
-            except (OSError, ValueError, KeyError) as e:
+            except (OSError, ValueError, KeyError, TypeError) as e:
                 log.warning("backup %s unreadable (%s); trying the previous one", weights, e)
+    return 0
+
+
+def backup_epoch(backup: Path) -> int:
+    """The epochs the latest backup in `backup` holds (0 if none), from its metadata alone:
+    where `fit` will resume, known before the training data is made (its seed moves on)."""
+    for weights, metadata in ((backup / w, backup / m) for w, m in BACKUPS):
+        if weights.exists() and metadata.exists():
+            try:
+                return int(json.loads(metadata.read_text())["epoch"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
     return 0
 
 

@@ -135,6 +135,14 @@ def _backup_epoch(weights: Path, metadata: Path) -> Optional[int]:
         return None
 
 
+def resumed_epochs(workdir: Path, multiworker: bool) -> int:
+    """The epochs a rerun in `workdir` resumes after: from Keras' BackupAndRestore folder, or
+    under several workers from their own loop's backup."""
+    if multiworker:
+        return multiworker_loop.backup_epoch(workdir / "backup")
+    return restore_point(workdir / "backup")
+
+
 def restore_point(backup: Path) -> int:
     """The number of epochs the run in `backup` (BackupAndRestore's folder) has finished: 0
     when there is no backup. A damaged latest pair is replaced by the one before it (kept by
@@ -337,7 +345,7 @@ def _train(config: Config, workdir, extra_callbacks: Sequence, verbose,
     steps = t.steps_per_epoch or data.steps_per_epoch(d.photos, d.styles, t.batch_size)
     if chief and workdir.is_dir():  # a rerun: locked before its backup is read
         lock.acquire()
-    resumed = 0 if multiworker else restore_point(workdir / "backup")
+    resumed = resumed_epochs(workdir, multiworker)
     dataset = data.training_dataset(
         d.photos, d.styles, t.batch_size,
         image_size=d.image_size, load_size=d.load_size, shuffle_buffer=d.shuffle_buffer,

@@ -95,3 +95,22 @@ def test_linear_decay_values_and_config():
     assert LinearDecay.from_config(s.get_config()).get_config() == s.get_config()
     with pytest.raises(ValueError, match="decay_start"):
         LinearDecay(1e-3, total_steps=10, decay_start=11)
+
+
+def test_a_multiworker_rerun_knows_its_epoch_before_the_data_is_made(tmp_path):
+    """The data seed of a resumed run moves on with the epochs done (training.RESUME_SEED_STEP);
+    under several workers the epoch comes from their loop's own backup (it was taken as 0, so
+    a resumed run replayed the first epochs' shuffles and crops)."""
+    import keras
+
+    from ghibli_keras import multiworker, training
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    assert training.resumed_epochs(tmp_path, multiworker=True) == 0
+    multiworker._save_backup(model, tmp_path / "backup", 2)
+    multiworker._save_backup(model, tmp_path / "backup", 3)
+    assert training.resumed_epochs(tmp_path, multiworker=True) == 3
+    (tmp_path / "backup" / multiworker.METADATA).write_text("{")  # cut short: the one before
+    assert training.resumed_epochs(tmp_path, multiworker=True) == 2
+    restored = keras.models.clone_model(model)
+    assert multiworker._restore_backup(restored, tmp_path / "backup") == 2  # fit agrees
