@@ -169,6 +169,32 @@ class TimeLimit(keras.callbacks.Callback):
             self.stopped_epoch = epoch
 
 
+def csv_columns(path) -> Optional[list]:
+    """The header of the CSV log at `path` (None where it is missing or empty)."""
+    try:
+        with open(path, newline="") as f:
+            return next(csv.reader(f), None) or None
+    except FileNotFoundError:
+        return None
+
+
+class CSVLogger(keras.callbacks.CSVLogger):
+    """Keras' `CSVLogger` (appending), whose rows follow the columns of a log it appends to:
+    Keras' makes each row from this run's metrics under the old header, so a resumed run
+    that logs other metrics (one from before identity_loss was left out of runs without the
+    identity term) shifted every later value into the wrong column. A column this run lacks
+    gets NA; a metric the header lacks is not written."""
+
+    def __init__(self, filename: str):
+        super().__init__(filename, append=True)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        header = csv_columns(self.filename)
+        if header and header[0] == "epoch":
+            self.keys = header[1:]
+
+
 class TerminateOnNaN(keras.callbacks.TerminateOnNaN):
     """Stops at the first NaN or infinite loss with an error that says how to resume.
 

@@ -593,8 +593,8 @@ def cmd_style_transfer(args: argparse.Namespace) -> int:
         raise InputError(f"--out {args.out!r}: {e}") from None
     if args.size is not None and args.size < STYLE_MIN_SIDE:
         raise InputError(f"--size must be at least {STYLE_MIN_SIDE}, got {args.size}")
-    content = images.read_image(args.content)  # ImageReadError names the file
-    style = images.read_image(args.style)
+    content = images.read_image(args.content, max_pixels=args.max_pixels)  # names the file
+    style = images.read_image(args.style, max_pixels=args.max_pixels)
     for name, path, picture in (("CONTENT", args.content, content), ("STYLE", args.style, style)):
         _check_style_side(name, path, picture.shape[:2], args.size)
     check_vgg_weights(args.vgg_weights)
@@ -938,6 +938,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="VGG19 weights without the top (.h5), 'imagenet' (the Keras cache, "
                    "downloaded if online) or 'random' (no real style; for trying offline) "
                    "(default: $GHIBLI_KERAS_VGG_WEIGHTS, else imagenet)")
+    _add_read_max_pixels(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_style_transfer)
 

@@ -158,6 +158,15 @@ class CycleGAN(keras.Model):
     def metrics(self):
         return list(self.trackers.values())
 
+    def get_metrics_result(self):
+        """The trackers' results, less the identity loss where training does not compute it
+        (`lambda_identity` 0): Keras takes an epoch's logs from here only when these keys are
+        the ones `train_step` returns (else from the last step's, per replica)."""
+        results = super().get_metrics_result()
+        if not self.lambda_identity:
+            results.pop("identity_loss", None)
+        return results
+
     # ---------------------------------------------------------------------------- training
 
     def _global_average(self, per_example, x):
@@ -187,8 +196,9 @@ class CycleGAN(keras.Model):
         out = []
         for _, grads in updates:
             grads = list(grads)
-            first = next(i for i, g in enumerate(grads) if g is not None)
-            grads[first] = grads[first] + tf.cast(poison, grads[first].dtype)
+            first = next((i for i, g in enumerate(grads) if g is not None), None)
+            if first is not None:  # (no gradient at all: nothing to apply)
+                grads[first] = grads[first] + tf.cast(poison, grads[first].dtype)
             out.append(grads)
         return out
 

@@ -127,10 +127,11 @@ def fit(model, strategy, dataset, *, epochs: int, steps_per_epoch: int, workdir:
 
 def _write_epoch(model, workdir: Path, epoch: int, logs: dict, photos, styles) -> None:
     path = workdir / "log.csv"
-    new = not path.exists()
+    header = cb.csv_columns(path)  # a resumed run's rows follow the columns already there
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["epoch", *sorted(logs)])
-        if new:
+        writer = csv.DictWriter(f, fieldnames=header or ["epoch", *sorted(logs)], restval="NA",
+                                extrasaction="ignore")
+        if not header:
             writer.writeheader()
         writer.writerow({"epoch": epoch, **logs})
     with atomic_path(workdir / "model.keras") as tmp:

@@ -197,6 +197,9 @@ def test_style_transfer_input_errors_are_one_line(tmp_path):
          "--tv-weight"),
         ([str(good), str(good), "--out", str(tmp_path / "notes.jpg" / "o.jpg")],
          "notes.jpg' exists and is not a folder"),
+        ([str(good), str(good), "--out", str(tmp_path / "o.jpg"), "--max-pixels", "1000"],
+         "good.png: 40x40 = 1,600 pixels, more than the limit of 1,000 (raise it with "
+         "--max-pixels"),
     ]:
         result = _cli(*args)
         assert result.returncode == 2, (args, result.stderr)

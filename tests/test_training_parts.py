@@ -114,3 +114,34 @@ def test_a_multiworker_rerun_knows_its_epoch_before_the_data_is_made(tmp_path):
     assert training.resumed_epochs(tmp_path, multiworker=True) == 2
     restored = keras.models.clone_model(model)
     assert multiworker._restore_backup(restored, tmp_path / "backup") == 2  # fit agrees
+
+
+def test_a_resumed_log_keeps_its_columns(tmp_path):
+    """Appending to log.csv, rows follow its header (Keras' CSVLogger wrote this run's keys
+    under the old header: values one column off); so do the multi-worker loop's rows."""
+    import csv
+
+    import keras
+
+    from ghibli_keras import callbacks, multiworker
+
+    path = tmp_path / "log.csv"
+    path.write_text("epoch,cycle_loss,identity_loss,val_cycle_loss\n0,0.9,0.5,0.8\n")
+    logger = callbacks.CSVLogger(str(path))
+    logger.on_train_begin()
+    logger.on_epoch_end(1, {"cycle_loss": 0.7, "val_cycle_loss": 0.6, "d_x_loss": 0.2})
+    logger.on_train_end()
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    multiworker._write_epoch(model, tmp_path, 2, {"cycle_loss": 0.5, "val_cycle_loss": 0.4},
+                             None, None)
+    rows = list(csv.DictReader(path.open()))
+    assert [r["val_cycle_loss"] for r in rows] == ["0.8", "0.6", "0.4"]
+    assert [r["identity_loss"] for r in rows] == ["0.5", "NA", "NA"]
+    assert all(None not in r for r in rows)  # no row longer than the header
+
+    fresh = tmp_path / "new.csv"  # a new log: Keras' own header
+    logger = callbacks.CSVLogger(str(fresh))
+    logger.on_train_begin()
+    logger.on_epoch_end(0, {"cycle_loss": 0.7, "val_cycle_loss": 0.6})
+    logger.on_train_end()
+    assert fresh.read_text().splitlines()[0] == "epoch,cycle_loss,val_cycle_loss"
