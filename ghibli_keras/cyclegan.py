@@ -158,14 +158,32 @@ class CycleGAN(keras.Model):
     def metrics(self):
         return list(self.trackers.values())
 
+    #: What `test_step` measures (reported as val_* during fit).
+    EVALUATION_METRICS = ("cycle_loss", "identity_loss")
+
     def get_metrics_result(self):
-        """The trackers' results, less the identity loss where training does not compute it
-        (`lambda_identity` 0): Keras takes an epoch's logs from here only when these keys are
-        the ones `train_step` returns (else from the last step's, per replica)."""
+        """The trackers' results that the running step function reports: Keras takes its logs
+        from here (each tracker summed over the replicas) only when these keys are the ones
+        `train_step` or `test_step` returns, else from the last step's values per replica —
+        their plain mean under MirroredStrategy (off where a partial batch splits unevenly),
+        the first replica's on a TPU. Training without the identity term (`lambda_identity`
+        0) does not report identity_loss."""
         results = super().get_metrics_result()
+        if self._evaluating:
+            return {k: v for k, v in results.items() if k in self.EVALUATION_METRICS}
         if not self.lambda_identity:
             results.pop("identity_loss", None)
         return results
+
+    _evaluating = False
+
+    def evaluate(self, *args, **kwargs):
+        """`keras.Model.evaluate` (which `fit` calls for its validation data too)."""
+        evaluating, self._evaluating = self._evaluating, True
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            self._evaluating = evaluating
 
     # ---------------------------------------------------------------------------- training
 
@@ -296,10 +314,7 @@ class CycleGAN(keras.Model):
         identity = losses.l1(G(y, training=False), y) + losses.l1(F(x, training=False), x)
         self.trackers["cycle_loss"].update_state(cycle)
         self.trackers["identity_loss"].update_state(identity)
-        return {
-            "cycle_loss": self.trackers["cycle_loss"].result(),
-            "identity_loss": self.trackers["identity_loss"].result(),
-        }
+        return {name: self.trackers[name].result() for name in self.EVALUATION_METRICS}
 
     # ---------------------------------------------------------------------------- saving
 
