@@ -230,12 +230,14 @@ class CycleGAN(keras.Model):
             loss = optimizer.scale_loss(weight * self._global_average(per_example, real))
         variables = discriminator.trainable_variables
         (grads,) = self._skip_together((optimizer, tape.gradient(loss, variables)))
+        steps = tf.identity(optimizer.iterations.value)
         optimizer.apply(grads, variables)
         if self.warmup_steps:
             # A warm-up step (weight 0) must leave the optimizer as it was: its zero gradients
             # leave Adam's moments at 0, and the step count goes back too, or the first real
-            # steps would find Adam's bias correction spent and move ~10x too far.
-            optimizer.iterations.assign_sub(tf.cast(1.0 - weight, optimizer.iterations.dtype))
+            # steps would find Adam's bias correction spent and move ~10x too far. (Back to
+            # what it was, not one less: a step mixed_float16 skipped did not count.)
+            optimizer.iterations.assign(tf.where(weight > 0, optimizer.iterations.value, steps))
         return per_example
 
     def _pair(self, data, step: str):

@@ -240,3 +240,18 @@ def test_batches_that_are_not_photo_style_pairs_are_named():
             model.fit(tf.data.Dataset.from_tensors(data).repeat(), steps_per_epoch=1, verbose=0)
     with pytest.raises(ValueError, match="CycleGAN.evaluate takes"):
         model.evaluate(tf.data.Dataset.from_tensors(x), verbose=0)
+
+
+def test_a_skipped_fp16_warmup_step_leaves_the_step_count_as_it_was(float32_after):
+    """A warm-up step whose gradients overflow is skipped by the loss-scale optimizer (its
+    step count stays); the warm-up's undoing of the step must not then take it below 0."""
+    keras.config.set_dtype_policy("mixed_float16")
+    model = _model(warmup_steps=2)
+    x, y = _batch()
+    bad = (np.full_like(x, np.nan), y)
+    model.fit(tf.data.Dataset.from_tensors(bad), epochs=1, verbose=0)
+    steps = {k: int(o.iterations.numpy()) for k, o in model.optimizers.items()}
+    assert steps == {"g": 0, "f": 0, "d_x": 0, "d_y": 0}
+    model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(), steps_per_epoch=3, verbose=0)
+    steps = {k: int(o.iterations.numpy()) for k, o in model.optimizers.items()}
+    assert steps == {"g": 3, "f": 3, "d_x": 1, "d_y": 1}
