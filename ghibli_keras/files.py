@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 from pathlib import Path
+from typing import Optional
 
 
 @contextlib.contextmanager
@@ -28,6 +30,20 @@ def atomic_path(path):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def checkpoint_epoch(weights: Path, metadata: Path) -> Optional[int]:
+    """The epochs a backup pair holds (`{"epoch": N}` in `metadata`, beside a `.weights.h5`),
+    or None when either file is missing or does not read whole (a kill while it was written)."""
+    import h5py
+
+    try:
+        epoch = int(json.loads(Path(metadata).read_text())["epoch"])
+        with h5py.File(weights, "r") as f:  # every array, not just the header
+            f.visititems(lambda name, item: item[()] if isinstance(item, h5py.Dataset) else None)
+        return epoch
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 NAME_MAX = 255  # bytes in a file name (Linux, macOS)

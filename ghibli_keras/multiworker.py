@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from . import callbacks as cb
 from . import strategy as strategies
-from .files import atomic_path
+from .files import atomic_path, checkpoint_epoch
 
 log = logging.getLogger("ghibli_keras")
 
@@ -59,28 +59,33 @@ def _save_backup(model, backup: Path, epoch: int) -> None:
         tmp.write_text(json.dumps({"epoch": epoch}))
 
 
+def _backups(backup: Path):
+    """`(weights file, epochs it holds)` for each backup pair in `backup` that reads whole,
+    the latest first."""
+    for weights, metadata in ((backup / w, backup / m) for w, m in BACKUPS):
+        epoch = checkpoint_epoch(weights, metadata)
+        if epoch is not None:
+            yield weights, epoch
+        elif weights.exists() or metadata.exists():
+            log.warning("backup %s does not read whole; trying the previous one", weights)
+
+
 def _restore_backup(model, backup: Path) -> int:
     """Loads the latest complete backup; returns the number of epochs it holds (0 if none)."""
-    for weights, metadata in ((backup / w, backup / m) for w, m in BACKUPS):
-        if weights.exists() and metadata.exists():
-            try:
-                model.load_weights(weights)
-                return int(json.loads(metadata.read_text())["epoch"])
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                log.warning("backup %s unreadable (%s); trying the previous one", weights, e)
+    for weights, epoch in _backups(backup):
+        try:
+            model.load_weights(weights)
+            return epoch
+        except (OSError, ValueError) as e:
+            log.warning("backup %s does not fit this model (%s); trying the previous one",
+                        weights, e)
     return 0
 
 
 def backup_epoch(backup: Path) -> int:
-    """The epochs the latest backup in `backup` holds (0 if none), from its metadata alone:
-    where `fit` will resume, known before the training data is made (its seed moves on)."""
-    for weights, metadata in ((backup / w, backup / m) for w, m in BACKUPS):
-        if weights.exists() and metadata.exists():
-            try:
-                return int(json.loads(metadata.read_text())["epoch"])
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-    return 0
+    """The epochs the latest backup in `backup` holds (0 if none), read before the model is
+    built: where `fit` will resume, known before the training data is made (its seed moves on)."""
+    return next((epoch for _, epoch in _backups(backup)), 0)
 
 
 def fit(model, strategy, dataset, *, epochs: int, steps_per_epoch: int, workdir: Path,

@@ -35,7 +35,7 @@ from . import strategy as strategies
 from .config import Config
 from .cyclegan import CycleGAN
 from .errors import InputError
-from .files import atomic_path
+from .files import atomic_path, checkpoint_epoch
 from .schedules import LinearDecay
 
 log = logging.getLogger("ghibli_keras")
@@ -121,20 +121,6 @@ class WorkdirLock:
             self._file = None
 
 
-def _backup_epoch(weights: Path, metadata: Path) -> Optional[int]:
-    """Epochs finished by a BackupAndRestore pair, or None when either file is missing or does
-    not read whole (a kill while it was written)."""
-    import h5py
-
-    try:
-        epoch = int(json.loads(metadata.read_text())["epoch"])
-        with h5py.File(weights, "r") as f:  # every array, not just the header
-            f.visititems(lambda name, item: item[()] if isinstance(item, h5py.Dataset) else None)
-        return epoch
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def resumed_epochs(workdir: Path, multiworker: bool) -> int:
     """The epochs a rerun in `workdir` resumes after: from Keras' BackupAndRestore folder, or
     under several workers from their own loop's backup."""
@@ -154,11 +140,11 @@ def restore_point(backup: Path) -> int:
     latest = [backup / name for name in BACKUP_FILES]
     if not any(path.exists() for path in latest):
         return 0
-    epoch = _backup_epoch(*latest)
+    epoch = checkpoint_epoch(*latest)
     if epoch is not None:
         return epoch
     previous = [path.with_name(path.name + ".bkp") for path in latest]
-    epoch = _backup_epoch(*previous)
+    epoch = checkpoint_epoch(*previous)
     if epoch is None:
         raise InputError(f"{backup}: the backup does not read whole (a kill while it was "
                          f"written?) and there is no earlier one: delete {backup} to train this "

@@ -114,6 +114,12 @@ def test_a_multiworker_rerun_knows_its_epoch_before_the_data_is_made(tmp_path):
     assert training.resumed_epochs(tmp_path, multiworker=True) == 2
     restored = keras.models.clone_model(model)
     assert multiworker._restore_backup(restored, tmp_path / "backup") == 2  # fit agrees
+    for epoch in (2, 3):
+        multiworker._save_backup(model, tmp_path / "backup", epoch)
+    weights = tmp_path / "backup" / multiworker.WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:-64])  # weights cut short: both agree on 2
+    assert training.resumed_epochs(tmp_path, multiworker=True) == 2
+    assert multiworker._restore_backup(restored, tmp_path / "backup") == 2
 
 
 def test_a_resumed_log_keeps_its_columns(tmp_path):
