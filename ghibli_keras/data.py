@@ -544,11 +544,12 @@ def to_unit_range(image: tf.Tensor) -> tf.Tensor:
 
 
 def resize_shorter_side(image: tf.Tensor, size: int) -> tf.Tensor:
-    """Bilinear resize so the shorter side is `size`; keeps the aspect ratio. Returns float32."""
+    """Bilinear resize so the shorter side is `size`, antialiased when it shrinks the picture;
+    keeps the aspect ratio. Returns float32."""
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     scale = tf.cast(size, tf.float32) / tf.reduce_min(shape)
     new_size = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), size)
-    return tf.image.resize(image, new_size, method="bilinear")
+    return tf.image.resize(image, new_size, method="bilinear", antialias=True)
 
 
 def window_side(image_size: int, load_size: int, shorter_side) -> int:
@@ -582,26 +583,39 @@ def random_window(jpeg: tf.Tensor, seed: tf.Tensor, load_size: int, image_size: 
 
 def finish_jitter(windows: tf.Tensor, image_size: int) -> tf.Tensor:
     """uint8 windows `(..., w, w, 3)` -> float32 `(..., S, S, 3)` in [-1, 1]: the bilinear
-    resize that completes the jitter. `CycleGAN.train_step` runs it on the accelerator for
-    batches of uint8 windows; float input is returned unchanged."""
+    resize that completes the jitter (none for windows already `image_size` a side: the input
+    pipeline shrinks larger ones itself, antialiased). `CycleGAN.train_step` runs it on the
+    accelerator for batches of uint8 windows; float input is returned unchanged."""
     if windows.dtype != tf.uint8:
         return windows
-    resized = tf.image.resize(tf.cast(windows, tf.float32), [image_size, image_size])
-    return resized / 127.5 - 1.0
+    windows = tf.cast(windows, tf.float32)
+    if windows.shape[-3:-1] != (image_size, image_size):
+        windows = tf.image.resize(windows, [image_size, image_size])
+    return windows / 127.5 - 1.0
+
+
+def _resized_window(window: tf.Tensor, side: int) -> tf.Tensor:
+    """A uint8 window resized to `side` pixels, antialiased where it shrinks (bilinear alone
+    would skip most of a much larger window's pixels and alias); still uint8."""
+    resized = tf.image.resize(window, [side, side], antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 
 def random_jitter(jpeg: tf.Tensor, seed: tf.Tensor, load_size: int, image_size: int) -> tf.Tensor:
     """`random_window` then `finish_jitter`, all here: float32 `(image_size, image_size, 3)`
-    in [-1, 1]."""
-    return finish_jitter(random_window(jpeg, seed, load_size, image_size), image_size)
+    in [-1, 1]. A window larger than `image_size` is first shrunk to it, antialiased."""
+    window = random_window(jpeg, seed, load_size, image_size)
+    larger = tf.shape(window)[0] > image_size
+    window = tf.cond(larger, lambda: _resized_window(window, image_size), lambda: window)
+    return finish_jitter(window, image_size)
 
 
 def _fixed_window(window: tf.Tensor, side: int) -> tf.Tensor:
     """A uint8 window at `side` pixels: unchanged when it already is (the usual case: shards of
     one picture size), else resized, so windows from pictures of any size batch together."""
-    resized = lambda: tf.cast(tf.round(tf.image.resize(window, [side, side])), tf.uint8)  # noqa: E731
     same = tf.logical_and(tf.shape(window)[0] == side, tf.shape(window)[1] == side)
-    return tf.ensure_shape(tf.cond(same, lambda: window, resized), [side, side, 3])
+    resized = tf.cond(same, lambda: window, lambda: _resized_window(window, side))
+    return tf.ensure_shape(resized, [side, side, 3])
 
 
 def first_record(files: Sequence[str]) -> tf.Tensor:
@@ -688,7 +702,9 @@ def training_dataset(
     the uint8 windows, all at one side per domain (`window_side` of the domain's first picture;
     windows of pictures of other sizes are resized to it); `CycleGAN.train_step` finishes the
     jitter on the accelerator (`finish_jitter`), where it is nearly free, and the host only
-    decodes. `train()` does this.
+    decodes. `train()` does this. A window larger than `image_size` (pictures larger than
+    `load_size`) is shrunk to `image_size` here, antialiased (XLA has no antialiased resize,
+    and bilinear alone would alias), so the accelerator gets `image_size` windows.
 
     Args:
         photos: shards of domain X (files, globs or folders).
@@ -707,7 +723,8 @@ def training_dataset(
 
     Returns:
         `tf.data.Dataset` of `(x, y)`, each float32 `(global_batch_size, S, S, 3)` in [-1, 1],
-        or with `resize_on_device`, uint8 `(global_batch_size, w, w, 3)` (w per domain).
+        or with `resize_on_device`, uint8 `(global_batch_size, w, w, 3)` (w per domain,
+        at most `image_size`).
 
     Example:
     >>> ds = training_dataset("tfrecords/sample/photo", "tfrecords/sample/ghibli", 4,
@@ -739,7 +756,8 @@ def training_dataset(
                 image_size=image_size,
                 shuffle_buffer=shuffle_buffer,
                 seed=None if seed is None else seed + index,  # domains differ, both repeatable
-                window=window_side(image_size, load_size, side) if resize_on_device else None,
+                window=min(window_side(image_size, load_size, side), image_size)
+                if resize_on_device else None,
             )
         )
     ds = tf.data.Dataset.zip(tuple(streams))  # both infinite: nothing is truncated

@@ -413,11 +413,37 @@ def test_resize_on_device_gives_the_same_batches(sample_dir):
         return [pair for pair in ds.take(3)]
 
     for (wx, wy), (x, y) in zip(batches(True), batches(False)):
-        side = data.window_side(64, 72, 128)  # the sample pictures are 128 px
-        assert wx.dtype == tf.uint8 and wx.shape == (4, side, side, 3) == wy.shape
+        # the sample pictures are 128 px: their 114-px windows are shrunk to 64 on the host
+        assert wx.dtype == tf.uint8 and wx.shape == (4, 64, 64, 3) == wy.shape
         np.testing.assert_allclose(data.finish_jitter(wx, 64).numpy(), x.numpy(), atol=1e-5)
         np.testing.assert_allclose(data.finish_jitter(wy, 64).numpy(), y.numpy(), atol=1e-5)
     assert data.finish_jitter(x, 64) is x  # float input passes through
+
+
+def _stripes(side: int) -> bytes:
+    """A JPEG of one-pixel black and white columns: what a resize that skips pixels aliases."""
+    pixels = np.zeros((side, side, 3), np.uint8)
+    pixels[:, ::2] = 255
+    return data.encode_jpeg(pixels, quality=100)
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+def test_pictures_much_larger_than_the_crop_are_shrunk_antialiased(tmp_path, on_device):
+    """A 600-px picture jittered to 32 px: its 1-px stripes must average to grey, as the
+    reference's (antialiased) resize gives; bilinear alone samples a few columns and aliases
+    into bands. The windows reach the train step at 32 px already."""
+    with data.ShardWriter(tmp_path / "big", "photo", shard_size=8) as writer:
+        writer.write(data.make_example("stripes", _stripes(600), "photo"))
+    shards = str(tmp_path / "big")
+    ds = data.training_dataset(shards, shards, 4, image_size=32, load_size=36, seed=0,
+                               resize_on_device=on_device)
+    x, _ = next(iter(ds))
+    assert x.shape == (4, 32, 32, 3)
+    pixels = (data.finish_jitter(x, 32).numpy() + 1) * 127.5
+    assert abs(pixels.mean() - 127.5) < 8 and pixels.std() < 8, (pixels.mean(), pixels.std())
+    held_out = next(iter(data.evaluation_dataset(shards, image_size=32)))
+    pixels = (held_out.numpy() + 1) * 127.5
+    assert pixels.std() < 8, pixels.std()
 
 
 def test_windows_of_mixed_picture_sizes_batch_together(tmp_path):
@@ -429,7 +455,7 @@ def test_windows_of_mixed_picture_sizes_batch_together(tmp_path):
     ds = data.training_dataset(str(tmp_path / "mixed"), styles, 4, image_size=32,
                                load_size=36, seed=0, resize_on_device=True)
     x, y = next(iter(ds))
-    side_x, side_y = data.window_side(32, 36, 40), data.window_side(32, 36, 24)  # first pictures
+    side_x, side_y = 32, data.window_side(32, 36, 24)  # first pictures' (36 shrunk to 32), 21
     assert x.shape == (4, side_x, side_x, 3) and y.shape == (4, side_y, side_y, 3)
     assert sorted(np.unique(x.numpy().mean(axis=(1, 2, 3)).round())) == [0, 50, 100, 150]
 
