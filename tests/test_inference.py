@@ -63,6 +63,32 @@ def test_odd_sizes_come_back_at_their_size(translator, rng):
     np.testing.assert_array_equal(out, full[:57, :83])
 
 
+def test_bucket_sides_are_few_and_close():
+    for multiple, smallest in ((4, 8), (256, 256)):
+        sides = {n: inference.bucket_side(n, multiple, smallest) for n in range(1, 5000)}
+        assert all(b >= max(n, smallest) and b % multiple == 0 for n, b in sides.items())
+        assert all(b <= max(n + n / 8, n + multiple, smallest) for n, b in sides.items())
+    sides = {inference.bucket_side(n, 4) for n in range(512, 1024)}
+    assert sides == set(range(512, 1025, 64))  # eight an octave (and the next power of two)
+
+
+def test_bucketed_pictures_of_many_sizes_share_one_shape(translator, rng):
+    """With buckets (the web UI's translator) pictures of 257..288 pixels a side all run at
+    288×288, and each comes back at its size as the translation of its reflected padding."""
+    import dataclasses
+
+    shapes = []
+    record = lambda x: shapes.append(tuple(x.shape[1:3])) or translator.fn(x)  # noqa: E731
+    bucketed = dataclasses.replace(translator, fn=record, buckets=True)
+    for h, w in ((257, 288), (270, 261), (288, 280)):
+        picture = smooth_image(rng, h, w)
+        out = inference.translate_image(bucketed, picture)
+        padded = picture[inference.reflect_indices(h, 288)][:, inference.reflect_indices(w, 288)]
+        full = inference.to_uint8(translator.fn(inference.to_unit(padded)[None]).numpy()[0])
+        np.testing.assert_array_equal(out, full[:h, :w])
+    assert set(shapes) == {(288, 288)}
+
+
 def test_tiles_match_the_whole_picture_without_seams(translator, rng):
     picture = smooth_image(rng, 180, 260)
     whole = inference.translate_image(translator, picture, tile=None).astype(float)

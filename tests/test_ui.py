@@ -37,7 +37,7 @@ def start(monkeypatch, **variables) -> AppTest:
 
 @pytest.mark.slow
 def test_cyclegan_upload_translate_and_download(monkeypatch, trained_workdir, rng):
-    photo = smooth_image(rng, 40, 56)
+    photo = smooth_image(rng, 70, 90)  # run at 72×96, the sizes' buckets
     app = start(monkeypatch, **{env.MODEL: trained_workdir})
     assert app.text_input(key="model").value == str(trained_workdir)
     assert app.button(key="run").disabled  # nothing uploaded yet
@@ -51,7 +51,7 @@ def test_cyclegan_upload_translate_and_download(monkeypatch, trained_workdir, rn
     assert captions[0] == "original" and captions[1].startswith("CycleGAN (")
     # the result is the generator's translation of the decoded upload, nothing else
     decoded = np.asarray(Image.open(io.BytesIO(jpeg(photo))).convert("RGB"))
-    expected = inference.translate_image(inference.Translator.load(trained_workdir), decoded)
+    expected = inference.translate_image(inference.Translator.load(trained_workdir, buckets=True), decoded)
     np.testing.assert_array_equal(app.session_state["result"], expected)
     download = app.get("download_button")[0]
     assert download.proto.label == "Download the result"
@@ -128,7 +128,7 @@ def test_the_page_keeps_one_model_in_memory(monkeypatch):
 
     loaded = []
     monkeypatch.setattr(inference.Translator, "load",
-                        classmethod(lambda cls, model, direction: loaded.append(model) or object()))
+                        classmethod(lambda cls, model, direction, **kw: loaded.append(model) or object()))
     ui_app.load_translator.clear()
     first = ui_app.load_translator("wd", (1, 10))
     assert ui_app.load_translator("wd", (1, 10)) is first and loaded == ["wd"]  # cached
@@ -156,7 +156,7 @@ def test_a_model_saved_again_is_loaded_again(monkeypatch, tmp_path, rng):
         app.button(key="run").click().run()
         assert not app.exception and not app.error, (app.exception, app.error)
         decoded = np.asarray(Image.open(io.BytesIO(jpeg(photo))).convert("RGB"))
-        expected = inference.translate_image(inference.Translator.load(path), decoded)
+        expected = inference.translate_image(inference.Translator.load(path, buckets=True), decoded)
         np.testing.assert_array_equal(app.session_state["result"], expected)
         results.append(app.session_state["result"])
     assert not np.array_equal(*results)
