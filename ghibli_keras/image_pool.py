@@ -12,7 +12,8 @@ class ImagePool(tf.Module):
     `pool(images)` returns a batch of the same shape. For each image, in order: while the pool
     is not full the image is stored and returned; once full, with probability 1/2 a random
     stored image is returned and replaced by the new one, else the new image is returned. So the
-    discriminator sees half current, half past fakes, which damps oscillation.
+    discriminator sees half current, half past fakes, which damps oscillation. A non-finite
+    image is returned and not stored.
 
     The buffer lives in variables with `ON_READ` synchronisation: under a `tf.distribute`
     strategy each replica keeps its own pool, updated without any cross-replica traffic or host
@@ -73,7 +74,13 @@ class ImagePool(tf.Module):
             def replay_or_pass():
                 return tf.cond(tf.random.uniform([]) < 0.5, swap, lambda: tf.identity(image))
 
-            chosen = tf.cond(self.count.read_value() < self.pool_size, insert, replay_or_pass)
+            def pooled():
+                return tf.cond(self.count.read_value() < self.pool_size, insert, replay_or_pass)
+
+            # A non-finite fake (a float16 overflow) passes through unstored: kept, it would make
+            # the discriminator's later steps non-finite, and skipped, until swapped out.
+            finite = tf.reduce_all(tf.math.is_finite(image))
+            chosen = tf.cond(finite, pooled, lambda: tf.identity(image))
             return i + 1, out.write(i, chosen)
 
         batch = tf.shape(images)[0]

@@ -248,7 +248,7 @@ def test_a_skipped_fp16_warmup_step_leaves_the_step_count_as_it_was(float32_afte
     keras.config.set_dtype_policy("mixed_float16")
     model = _model(warmup_steps=2)
     x, y = _batch()
-    bad = (np.full_like(x, np.nan), y)
+    bad = (np.full_like(x, np.nan), y)  # (its NaN fakes are not pooled: D_Y's steps stay finite)
     model.fit(tf.data.Dataset.from_tensors(bad), epochs=1, verbose=0)
     steps = {k: int(o.iterations.numpy()) for k, o in model.optimizers.items()}
     assert steps == {"g": 0, "f": 0, "d_x": 0, "d_y": 0}

@@ -76,6 +76,18 @@ def test_pool_fills_then_mixes_history():
     assert seen_old and seen_new
 
 
+def test_non_finite_fakes_pass_through_the_pool_unstored():
+    """A float16 overflow's NaN fake is shown once (that discriminator step is skipped) but
+    never kept: stored, it would come back and make later steps non-finite too."""
+    pool = ImagePool(2, (2, 2, 3))
+    out = pool(_images([np.nan, 1, np.nan, 2, np.inf]))
+    assert np.isnan(_values(out)[0]) and np.isinf(_values(out)[4])
+    assert sorted(_values(tf.convert_to_tensor(pool.images))) == [1, 2]
+    for _ in range(10):
+        pool(_images([np.nan]))
+        assert np.isfinite(pool.images.numpy()).all()
+
+
 def test_pool_of_size_zero_is_identity():
     x = _images([1, 2, 3])
     np.testing.assert_array_equal(ImagePool(0, (2, 2, 3))(x), x)
