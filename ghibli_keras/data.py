@@ -563,8 +563,9 @@ def random_window(jpeg: tf.Tensor, seed: tf.Tensor, load_size: int, image_size: 
     """The reference's random crop and flip, in the source picture's pixels: a random square
     window of side `window_side(image_size, load_size, min(H, W))`, decoded alone
     (`tf.io.decode_and_crop_jpeg`) and flipped left-right half of the time, still uint8.
-    Resizing it to `image_size` (`finish_jitter`) gives the reference's picture: resize the
-    shorter side to `load_size`, random `image_size` crop, random flip. Stateless: a given
+    Resizing it to `image_size` (antialiased where it shrinks: `random_jitter`) gives the
+    reference's picture: resize the shorter side to `load_size`, random `image_size` crop,
+    random flip. Stateless: a given
     `seed` (int `(2,)`) always gives the same window.
 
     Returns:
@@ -626,12 +627,29 @@ def first_record(files: Sequence[str]) -> tf.Tensor:
     return record
 
 
-def first_picture_side(files: Sequence[str]) -> int:
-    """The shorter side of the shards' first picture (read from its JPEG header); `InputError`
-    when they hold none, or when it is not a JPEG."""
-    record = first_record(files)
+SIDE_SAMPLE = 64  # pictures whose JPEG headers choose a domain's window side
+SIDE_SAMPLE_SHARDS = 8  # ... taken in turn from this many shards
+
+
+def picture_sides(files: Sequence[str], count: int = SIDE_SAMPLE) -> list[int]:
+    """The shorter sides of up to `count` of the shards' pictures, from their JPEG headers,
+    taken in turn from the first `SIDE_SAMPLE_SHARDS` shards; `InputError` when they hold no
+    picture, or when one of these is not a JPEG."""
+    first_record(files)  # InputError for shards without pictures
+    ds = tf.data.Dataset.from_tensor_slices(list(files)).interleave(
+        tf.data.TFRecordDataset, cycle_length=min(len(files), SIDE_SAMPLE_SHARDS), block_length=1)
+    ds = ds.take(count).map(
+        lambda record: tf.reduce_min(tf.io.extract_jpeg_shape(parse_example(record)["image"])[:2]))
     with naming_unreadable_records(files):
-        return int(tf.reduce_min(tf.io.extract_jpeg_shape(parse_example(record)["image"])[:2]))
+        return [int(side) for side in ds]
+
+
+def domain_window(sides: Sequence[int], image_size: int, load_size: int) -> int:
+    """The one side a domain's uint8 windows reach the train step at: the largest window of
+    pictures with these shorter `sides`, at most `image_size` (larger ones are shrunk on the
+    host, antialiased; smaller ones enlarged there to it, and to `image_size` in the step).
+    Kaggle's 256-pixel pictures at 286 -> 256: 229."""
+    return min(max(window_side(image_size, load_size, side) for side in sides), image_size)
 
 
 def center_square(image: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -699,12 +717,13 @@ def training_dataset(
     window that becomes the crop is decoded, and flipped while still uint8; the bilinear resize
     of that window to `image_size` is the one costly step left (on a 2-core CPU it costs more
     than the JPEG decode). With `resize_on_device=True` the pipeline stops before it and yields
-    the uint8 windows, all at one side per domain (`window_side` of the domain's first picture;
-    windows of pictures of other sizes are resized to it); `CycleGAN.train_step` finishes the
+    the uint8 windows, all at one side per domain (`domain_window`; windows of pictures of
+    other sizes are resized to it on the host); `CycleGAN.train_step` finishes the
     jitter on the accelerator (`finish_jitter`), where it is nearly free, and the host only
     decodes. `train()` does this. A window larger than `image_size` (pictures larger than
-    `load_size`) is shrunk to `image_size` here, antialiased (XLA has no antialiased resize,
-    and bilinear alone would alias), so the accelerator gets `image_size` windows.
+    `load_size`) is shrunk here, antialiased (XLA has no antialiased resize, and bilinear
+    alone would alias); with `resize_on_device`, windows reach the step at one side per
+    domain, `domain_window` of a sample of its pictures: at most `image_size`.
 
     Args:
         photos: shards of domain X (files, globs or folders).
@@ -748,7 +767,7 @@ def training_dataset(
     for index, files in enumerate((photos, styles)):
         shards = list_shards(files)
         check_schema(shards)
-        side = first_picture_side(shards)  # InputError for a domain without pictures
+        sides = picture_sides(shards)  # InputError for a domain without pictures
         streams.append(
             _domain_stream(
                 shards,
@@ -756,8 +775,7 @@ def training_dataset(
                 image_size=image_size,
                 shuffle_buffer=shuffle_buffer,
                 seed=None if seed is None else seed + index,  # domains differ, both repeatable
-                window=min(window_side(image_size, load_size, side), image_size)
-                if resize_on_device else None,
+                window=domain_window(sides, image_size, load_size) if resize_on_device else None,
             )
         )
     ds = tf.data.Dataset.zip(tuple(streams))  # both infinite: nothing is truncated

@@ -27,8 +27,8 @@ def load_translator(model: str, version: tuple):
     """The translator of `model`, cached per `version` (`model_version`): a workdir still
     training saves a new model.keras each epoch, and the page then loads that. One model is
     kept: each version would otherwise stay in memory for the life of the server. Pictures
-    are padded to a few sizes (`buckets`), so the server's memory stops growing with each new
-    picture size."""
+    are padded to bucket sizes (`buckets`), so the server's memory grows with the buckets
+    used, not with every new picture size."""
     from ghibli_keras import inference
 
     return inference.Translator.load(model, "photo2style", buckets=True)

@@ -404,20 +404,45 @@ def test_jitter_crops_flips_and_matches_resize_then_crop():
     assert 0 < light_cols < 64 and abs(light_cols - edge(reference)) <= 8
 
 
-def test_resize_on_device_gives_the_same_batches(sample_dir):
+@pytest.mark.parametrize("image_size, load_size, window", [
+    (64, 72, 64),  # the sample's 128-px pictures give 114-px windows: shrunk on the host
+    (128, 143, 115),  # 115-px windows: enlarged in the step (Kaggle's 229 -> 256 alike)
+])
+def test_resize_on_device_gives_the_same_batches(sample_dir, image_size, load_size, window):
     """The pipeline that stops at uint8 windows (what train() uses) + finish_jitter, as the
     train step runs it, equals the pipeline that does it all on the host."""
     def batches(on_device):
         ds = data.training_dataset(f"{sample_dir}/photo", f"{sample_dir}/ghibli", 4,
-                                   image_size=64, load_size=72, seed=5, resize_on_device=on_device)
+                                   image_size=image_size, load_size=load_size, seed=5,
+                                   resize_on_device=on_device)
         return [pair for pair in ds.take(3)]
 
     for (wx, wy), (x, y) in zip(batches(True), batches(False)):
-        # the sample pictures are 128 px: their 114-px windows are shrunk to 64 on the host
-        assert wx.dtype == tf.uint8 and wx.shape == (4, 64, 64, 3) == wy.shape
-        np.testing.assert_allclose(data.finish_jitter(wx, 64).numpy(), x.numpy(), atol=1e-5)
-        np.testing.assert_allclose(data.finish_jitter(wy, 64).numpy(), y.numpy(), atol=1e-5)
-    assert data.finish_jitter(x, 64) is x  # float input passes through
+        assert wx.dtype == tf.uint8 and wx.shape == (4, window, window, 3) == wy.shape
+        np.testing.assert_allclose(data.finish_jitter(wx, image_size).numpy(), x.numpy(), atol=1e-5)
+        np.testing.assert_allclose(data.finish_jitter(wy, image_size).numpy(), y.numpy(), atol=1e-5)
+    assert data.finish_jitter(x, image_size) is x  # float input passes through
+
+
+def test_a_domain_s_window_side_comes_from_a_sample_of_its_pictures(tmp_path):
+    """A small first picture must not set the side for the large ones after it (their
+    windows were all shrunk to its 21 pixels, then enlarged in the step: their detail lost)."""
+    checks = np.kron((np.indices((18, 18)).sum(axis=0) % 2) * 255, np.ones((20, 20)))
+    with data.ShardWriter(tmp_path / "mixed", "photo", shard_size=8) as writer:
+        writer.write(data.make_example("small", data.encode_jpeg(np.full((24, 24, 3), 99, np.uint8)), "photo"))
+        for i in range(3):
+            big = np.repeat(checks[..., None], 3, axis=2).astype(np.uint8)
+            writer.write(data.make_example(f"big{i}", data.encode_jpeg(big, quality=100), "photo"))
+    shards = str(tmp_path / "mixed")
+    assert data.picture_sides(data.list_shards(shards)) == [24, 360, 360, 360]
+    assert data.domain_window([256] * 5, 256, 286) == 229  # Kaggle's
+    assert data.domain_window([24, 360], 32, 36) == 32
+    kwargs = dict(image_size=32, load_size=36, seed=3)
+    wx, _ = next(iter(data.training_dataset(shards, shards, 8, resize_on_device=True, **kwargs)))
+    x, _ = next(iter(data.training_dataset(shards, shards, 8, **kwargs)))
+    assert wx.shape == (8, 32, 32, 3)
+    np.testing.assert_allclose(data.finish_jitter(wx, 32).numpy(), x.numpy(), atol=1 / 127.5 + 1e-5)
+    assert (x.numpy().std(axis=(1, 2, 3)) > 0.3).sum() >= 4  # the big checks keep their contrast
 
 
 def _stripes(side: int) -> bytes:
