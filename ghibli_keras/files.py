@@ -32,16 +32,30 @@ def atomic_path(path):
             tmp.unlink()
 
 
+EPOCH_ATTRIBUTE = "ghibli_keras_epoch"  # in a backup's .weights.h5, where `mark_epoch` puts it
+
+
+def mark_epoch(weights: Path, epoch: int) -> None:
+    """Records `epoch` inside a `.weights.h5` file, so `checkpoint_epoch` can tell a pair whose
+    weights and metadata are of different epochs (a kill between their two renames)."""
+    import h5py
+
+    with h5py.File(weights, "a") as f:
+        f.attrs[EPOCH_ATTRIBUTE] = epoch
+
+
 def checkpoint_epoch(weights: Path, metadata: Path) -> Optional[int]:
     """The epochs a backup pair holds (`{"epoch": N}` in `metadata`, beside a `.weights.h5`),
-    or None when either file is missing or does not read whole (a kill while it was written)."""
+    or None when either file is missing or does not read whole (a kill while it was written),
+    or when the weights were marked (`mark_epoch`) with another epoch."""
     import h5py
 
     try:
         epoch = int(json.loads(Path(metadata).read_text())["epoch"])
         with h5py.File(weights, "r") as f:  # every array, not just the header
             f.visititems(lambda name, item: item[()] if isinstance(item, h5py.Dataset) else None)
-        return epoch
+            marked = f.attrs.get(EPOCH_ATTRIBUTE)
+        return epoch if marked is None or int(marked) == epoch else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

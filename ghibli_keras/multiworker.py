@@ -11,7 +11,8 @@ machine, or a network file system such as NFS or a bucket mounted with gcsfuse).
 The backup is `backup/latest.weights.h5` + `backup/training_metadata.json`, each written under
 a temporary name and renamed, with the previous pair kept as `backup/previous.weights.h5` +
 `backup/previous_training_metadata.json`: a kill at any moment leaves a complete backup to
-resume from.
+resume from. The weights file carries its epoch too (`files.mark_epoch`), so a pair of one
+epoch's weights and another's metadata (a kill between the two renames) is not taken.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import tensorflow as tf
 
 from . import callbacks as cb
 from . import strategy as strategies
-from .files import atomic_path, checkpoint_epoch
+from .files import atomic_path, checkpoint_epoch, mark_epoch
 
 log = logging.getLogger("ghibli_keras")
 
@@ -55,6 +56,7 @@ def _save_backup(model, backup: Path, epoch: int) -> None:
             shutil.copyfile(backup / name, backup / previous)
     with atomic_path(backup / WEIGHTS) as tmp:
         model.save_weights(tmp)
+        mark_epoch(tmp, epoch)  # a kill before the metadata's rename leaves a pair that differs
     with atomic_path(backup / METADATA) as tmp:
         tmp.write_text(json.dumps({"epoch": epoch}))
 
@@ -67,7 +69,8 @@ def _backups(backup: Path):
         if epoch is not None:
             yield weights, epoch
         elif weights.exists() or metadata.exists():
-            log.warning("backup %s does not read whole; trying the previous one", weights)
+            log.warning("backup %s does not read whole, or its epoch differs from %s's",
+                        weights, metadata.name)
 
 
 def _restore_backup(model, backup: Path) -> int:

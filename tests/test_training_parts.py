@@ -132,6 +132,14 @@ def test_a_multiworker_rerun_knows_its_epoch_before_the_data_is_made(tmp_path):
     weights.write_bytes(weights.read_bytes()[:-64])  # weights cut short: both agree on 2
     assert training.resumed_epochs(tmp_path, multiworker=True) == 2
     assert multiworker._restore_backup(restored, tmp_path / "backup") == 2
+    for epoch in (2, 3):
+        model.set_weights([np.full_like(w, epoch) for w in model.get_weights()])
+        multiworker._save_backup(model, tmp_path / "backup", epoch)
+    # killed between the two renames of epoch 3's pair: epoch 3's weights, epoch 2's metadata
+    (tmp_path / "backup" / multiworker.METADATA).write_text('{"epoch": 2}')
+    assert training.resumed_epochs(tmp_path, multiworker=True) == 2
+    assert multiworker._restore_backup(restored, tmp_path / "backup") == 2
+    assert all((w == 2).all() for w in restored.get_weights())  # epoch 2's, not 3's
 
 
 def test_a_resumed_log_keeps_its_columns(tmp_path):
