@@ -230,7 +230,7 @@ class CycleGAN(keras.Model):
             loss = optimizer.scale_loss(weight * self._global_average(per_example, real))
         variables = discriminator.trainable_variables
         (grads,) = self._skip_together((optimizer, tape.gradient(loss, variables)))
-        steps = tf.identity(optimizer.iterations.value)
+        steps = tf.identity(optimizer.iterations.value) if self.warmup_steps else None
         optimizer.apply(grads, variables)
         if self.warmup_steps:
             # A warm-up step (weight 0) must leave the optimizer as it was: its zero gradients

@@ -279,7 +279,8 @@ Call it over REST:
         | python3 -c 'import base64, json, sys; r = json.load(sys.stdin); \\
     open("ghibli.jpg", "wb").write(base64.b64decode(r["predictions"][0]["b64"]))'
 
-`generator.keras` is the same generator for `keras.models.load_model`.
+`generator.keras` is the same generator for `keras.models.load_model`, after
+`import ghibli_keras` (which registers its layers).
 """
 
 
@@ -294,6 +295,12 @@ def export(generator: keras.Model, out_dir, *, source: str = "",
                          f"folder (e.g. models/ghibli/2) or delete it first")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise InputError(f"{out_dir} is not empty: export into a new or empty folder")
+    try:
+        warmup = _warmup_records()
+    except ImportError:
+        raise InputError("export writes TF Serving's warm-up requests with tensorflow-serving-api, "
+                         "which is not installed: pip install 'tensorflow-serving-api>=2.16,<3'"
+                         ) from None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(temporary_name(out_dir.name))
     shutil.rmtree(tmp, ignore_errors=True)
@@ -308,7 +315,7 @@ def export(generator: keras.Model, out_dir, *, source: str = "",
         extra = tmp / "assets.extra"
         extra.mkdir(exist_ok=True)
         with tf.io.TFRecordWriter(str(extra / WARMUP_FILE)) as writer:
-            for record in _warmup_records():
+            for record in warmup:
                 writer.write(record)
         (tmp / "README.md").write_text(README_TEMPLATE.format(
             name=generator.name, source=source or "a ghibli-keras model", quality=JPEG_QUALITY,

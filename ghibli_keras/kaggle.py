@@ -110,21 +110,23 @@ def api():
     with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
         try:
             from kaggle.api.kaggle_api_extended import KaggleApi
+
+            client = KaggleApi()
+            client.authenticate()
         except ImportError:
             raise InputError("the Kaggle API is not installed: pip install 'kaggle>=1.6,<3'") from None
-        client = KaggleApi()
-        try:
-            client.authenticate()
-        except (SystemExit, Exception):
+        except (SystemExit, Exception):  # (kaggle < 2.1 logs in, or exits, when imported)
+            said = quiet.getvalue().strip().splitlines()
             raise InputError(
                 "no Kaggle credentials: create an API token at https://www.kaggle.com/settings/api "
                 "and save it as ~/.kaggle/kaggle.json (or set KAGGLE_USERNAME and KAGGLE_KEY, or "
-                "KAGGLE_API_TOKEN)") from None
+                "KAGGLE_API_TOKEN)" + (f" (Kaggle said: {said[-1]})" if said else "")) from None
     return client
 
 
 #: How long `push` waits for a new wheel dataset to be ready, and how often it asks.
 DATASET_READY_SECONDS, DATASET_POLL_SECONDS = 300, 5
+DATASET_FAILED = ("error", "failed", "deleted")  # final statuses (kaggle < 1.7: "error")
 
 
 def _refused(response, what: str) -> None:
@@ -141,7 +143,7 @@ def _wait_until_ready(client, dataset_id: str, sleep) -> None:
         status = str(client.dataset_status(dataset_id) or "").lower()
         if status == "ready":
             return
-        if status == "error" or waited >= DATASET_READY_SECONDS:
+        if status in DATASET_FAILED or waited >= DATASET_READY_SECONDS:
             raise InputError(f"the wheel dataset {dataset_id} is {status or 'not ready'} after "
                              f"{waited} s: check it on kaggle.com/datasets/{dataset_id}, then push "
                              f"again (the kernel was not pushed)")
@@ -150,9 +152,9 @@ def _wait_until_ready(client, dataset_id: str, sleep) -> None:
 
 
 def push(folder, client=None, sleep=None) -> None:
-    """Uploads DIR/wheel as a dataset (a new version if it exists; a new one is waited for
-    until Kaggle says it is ready) and pushes DIR/kernel. Kaggle's refusals, and data sources
-    it could not attach to the kernel, are raised as `InputError`."""
+    """Uploads DIR/wheel as a dataset (a new version if it exists), waits until Kaggle says it
+    is ready, and pushes DIR/kernel. Kaggle's refusals, and data sources it could not attach
+    to the kernel, are raised as `InputError`."""
     import time
 
     sleep = sleep or time.sleep
@@ -173,13 +175,17 @@ def push(folder, client=None, sleep=None) -> None:
             exists = True
         except Exception:  # the API raises an HTTP error for an unknown dataset
             exists = False
+        if not any(wheel.glob("ghibli_keras-*.whl")):
+            raise InputError(f"{wheel} holds no ghibli_keras wheel for the kernel to install: "
+                             f"run `ghibli-keras kaggle build --out {folder}` without --no-wheel")
         if exists:
             _refused(client.dataset_create_version(str(wheel), version_notes="ghibli-keras update",
                                                    quiet=True), f"new version of {dataset_id}")
         else:
             _refused(client.dataset_create_new(str(wheel), public=False, quiet=True),
                      f"new dataset {dataset_id}")
-            _wait_until_ready(client, dataset_id, sleep)
+        # a kernel pushed before its new wheel is ready would install the previous one
+        _wait_until_ready(client, dataset_id, sleep)
     response = client.kernels_push(str(kernel))
     _refused(response, f"kernel {metadata['id']}")
     for kind in ("Dataset", "Competition", "Kernel"):
@@ -198,12 +204,16 @@ NOTEBOOK_ROUTE = (
 )
 
 
+UPLOAD_FAILED = "Could not submit to competition"  # kaggle 2.x answers a failed upload so
+
+
 def submit(zip_path, message: str, client=None) -> None:
     """Submits `zip_path` to the competition; if Kaggle answers that only notebooks may submit,
     shows its answer and the notebook route."""
+    from .submission import check_zip
+
     zip_path = Path(zip_path)
-    if not zip_path.is_file():
-        raise InputError(f"{zip_path}: no such file")
+    check_zip(zip_path)  # SubmissionError naming what breaks the rules, before any upload
     client = client or api()
     try:
         response = client.competition_submit(str(zip_path), message, COMPETITION)
@@ -212,4 +222,9 @@ def submit(zip_path, message: str, client=None) -> None:
         if "notebook" in answer.lower() or "kernel" in answer.lower() or "code competition" in answer.lower():
             raise InputError(f"Kaggle answered: {answer}\n{NOTEBOOK_ROUTE}") from None
         raise InputError(f"Kaggle refused the submission: {answer}") from None
-    print(f"submitted {zip_path} to {COMPETITION}: {getattr(response, 'message', '') or response}")
+    answer = getattr(response, "message", "") or ""
+    if answer == getattr(client, "COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE", UPLOAD_FAILED):
+        raise InputError(f"the upload of {zip_path} failed (Kaggle's client: {answer!r}); "
+                         f"try again, or submit it from the kernel's page")
+    _refused(response, f"submission of {zip_path}")
+    print(f"submitted {zip_path} to {COMPETITION}: {answer or response}")

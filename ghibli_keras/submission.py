@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -75,19 +76,25 @@ def check_zip(path, *, min_images: int = MIN_IMAGES, max_images: int = MAX_IMAGE
             if key in seen:
                 problem("duplicate name", name)
             seen.add(key)
-            data = archive.read(info)
+            try:
+                data = archive.read(info)
+            except (zipfile.BadZipFile, NotImplementedError, RuntimeError, zlib.error, EOFError,
+                    OSError):  # damaged (bad CRC), Deflate64, encrypted, cut short
+                problem("not readable from the zip (damaged, encrypted or compressed in a "
+                        "way Python cannot read)", name)
+                continue
             if not data.startswith(b"\xff\xd8"):
                 problem("not a JPEG", name)
                 continue
             try:
                 picture = Image.open(io.BytesIO(data))
+                if picture.size != (size, size):  # before decoding: a huge one is not decoded
+                    problem(f"not {size}x{size}", f"{name} ({picture.width}x{picture.height})")
+                    continue
                 picture.load()  # the pixels too: a truncated JPEG has a whole header
-                shape = (picture.height, picture.width, len(picture.getbands()))
-            except (OSError, SyntaxError, ValueError):
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
                 problem("not a readable picture", name)
                 continue
-            if shape[:2] != (size, size):
-                problem(f"not {size}x{size}", f"{name} ({shape[1]}x{shape[0]})")
             if picture.mode != "RGB":
                 problem("not RGB (3 channels)", f"{name} ({picture.mode})")
     count = len(entries)
@@ -128,7 +135,9 @@ def _photos(source, max_pixels: int = images.DEFAULT_MAX_PIXELS
 
 
 def _unique(name: str, used: set) -> str:
-    stem, n = Path(name).stem or "image", 1
+    """`name`'s stem as a .jpg name not in `used` (ignoring case; `_2`, `_3`... appended),
+    with no folder separator in it: Kaggle wants every image at the top of the zip."""
+    stem, n = Path(name.replace("\\", "_")).stem or "image", 1
     candidate = f"{stem}.jpg"
     while candidate.lower() in used:
         n += 1
@@ -146,7 +155,8 @@ def write_submission(translator, photos, out, *, size: int = SIZE,
     first; a picture file with more than `max_pixels` is refused. Returns the number of images.
 
     Raises:
-        SubmissionError: the zip would break the rules (nothing is left at `out`).
+        SubmissionError: the zip would break the rules (nothing is written at `out`; a zip
+            already there is left as it was).
     """
     from tqdm.auto import tqdm
 

@@ -129,8 +129,10 @@ print(f"{WORKING}/images.zip: {count} images")
 
 # %% [markdown]
 # ## A local MiFID estimate
-# With Inception weights (the Keras ImageNet weights need internet, or attach them as a
-# dataset and set GHIBLI_KERAS_INCEPTION_WEIGHTS). Kaggle's leaderboard uses the TTUR FID graph;
+# With Inception weights (the Keras ImageNet weights need internet; without it, attach
+# inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5 as a dataset and set
+# INCEPTION_WEIGHTS in the settings cell to its /kaggle/input/... path, or there
+# GHIBLI_KERAS_INCEPTION_WEIGHTS when running elsewhere). Kaggle's leaderboard uses the TTUR FID graph;
 # the Keras InceptionV3 gives different numbers — the line says which network it used.
 
 # %%

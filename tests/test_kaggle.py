@@ -63,8 +63,9 @@ class FakeApi:
     """Records the calls the Kaggle API would get."""
 
     def __init__(self, known_datasets=(), submit_error=None, statuses=("ready",), response=None,
-                 create_error=None):
+                 create_error=None, submit_response="ok"):
         self.calls, self.known, self.submit_error = [], set(known_datasets), submit_error
+        self.submit_response = submit_response
         self.statuses, self.response, self.create_error = list(statuses), response, create_error
 
     def dataset_status(self, dataset):
@@ -91,11 +92,18 @@ class FakeApi:
         self.calls.append(("competition_submit", file_name, message, competition))
         if self.submit_error:
             raise self.submit_error
-        return "ok"
+        return self.submit_response
+
+
+def _built(folder, **kwargs):
+    """`kaggle build` without running pip: a stand-in wheel file in DIR/wheel."""
+    out = kaggle.build(folder, wheel=False, **kwargs)
+    (out / "wheel" / "ghibli_keras-0.0.0-py3-none-any.whl").write_bytes(b"PK")
+    return out
 
 
 def test_push_uploads_the_wheel_dataset_then_the_kernel(tmp_path):
-    out = kaggle.build(tmp_path / "k", user="alice", wheel=False)
+    out = _built(tmp_path / "k", user="alice")
     api = FakeApi()
     kaggle.push(out, client=api)
     assert api.calls == [("dataset_status", "alice/ghibli-keras-wheel"),
@@ -104,14 +112,18 @@ def test_push_uploads_the_wheel_dataset_then_the_kernel(tmp_path):
                          ("kernels_push", str(out / "kernel"))]
     again = FakeApi(known_datasets={"alice/ghibli-keras-wheel"})
     kaggle.push(out, client=again)
-    assert again.calls[1] == ("dataset_create_version", str(out / "wheel"))
-    placeholder = kaggle.build(tmp_path / "p", wheel=False)
+    assert [c[0] for c in again.calls] == [  # a new version is waited for too
+        "dataset_status", "dataset_create_version", "dataset_status", "kernels_push"]
+    placeholder = _built(tmp_path / "p")
     with pytest.raises(InputError, match="placeholder id"):
         kaggle.push(placeholder, client=FakeApi())
+    without = kaggle.build(tmp_path / "w", user="alice", wheel=False)
+    with pytest.raises(InputError, match="holds no ghibli_keras wheel.*without --no-wheel"):
+        kaggle.push(without, client=FakeApi())
 
 
 def test_push_waits_for_a_new_dataset_and_raises_kaggles_refusals(tmp_path):
-    out = kaggle.build(tmp_path / "k", user="alice", wheel=False)
+    out = _built(tmp_path / "k", user="alice")
     waits = []
     api = FakeApi(statuses=["pending", "pending", "ready"])
     kaggle.push(out, client=api, sleep=waits.append)
@@ -121,6 +133,10 @@ def test_push_waits_for_a_new_dataset_and_raises_kaggles_refusals(tmp_path):
                                          "not pushed"):
         kaggle.push(out, client=never, sleep=lambda s: None)
     assert "kernels_push" not in [c[0] for c in never.calls]
+    waits = []
+    with pytest.raises(InputError, match="ghibli-keras-wheel is failed after 0 s"):
+        kaggle.push(out, client=FakeApi(statuses=["failed"]), sleep=waits.append)
+    assert waits == []  # a final status: no waiting out the 300 s
     with pytest.raises(InputError, match="Kaggle refused the new dataset alice/ghibli-keras-wheel: "
                                          "title in use"):
         kaggle.push(out, client=FakeApi(create_error="title in use"))
@@ -133,17 +149,26 @@ def test_push_waits_for_a_new_dataset_and_raises_kaggles_refusals(tmp_path):
                                         response=unattached))
 
 
-def test_submit_and_the_notebook_route(tmp_path):
+def test_submit_and_the_notebook_route(tmp_path, monkeypatch):
     archive = tmp_path / "images.zip"
     archive.write_bytes(b"PK")
     api = FakeApi()
+    with pytest.raises(submission.SubmissionError, match="not a zip file"):
+        kaggle.submit(archive, "first try", client=api)  # checked before any upload
+    with pytest.raises(InputError, match="no such file"):
+        kaggle.submit(tmp_path / "missing.zip", "x", client=api)
+    assert api.calls == []
+    checked = []
+    monkeypatch.setattr(submission, "check_zip", checked.append)  # (a 7,000-picture zip)
     kaggle.submit(archive, "first try", client=api)
+    assert checked == [archive]
     assert api.calls == [("competition_submit", str(archive), "first try", "gan-getting-started")]
     refusing = FakeApi(submit_error=RuntimeError("400: Submission not allowed: this is a Code Competition; submit from a Notebook"))
     with pytest.raises(InputError, match="(?s)Kaggle answered: 400.*Output -> Submit to competition"):
         kaggle.submit(archive, "again", client=refusing)
-    with pytest.raises(InputError, match="no such file"):
-        kaggle.submit(tmp_path / "missing.zip", "x", client=api)
+    failed = FakeApi(submit_response=types.SimpleNamespace(message=kaggle.UPLOAD_FAILED))
+    with pytest.raises(InputError, match="the upload of .*images.zip failed"):
+        kaggle.submit(archive, "again", client=failed)  # kaggle 2.x answers, does not raise
 
 
 @pytest.mark.slow
@@ -183,4 +208,19 @@ def test_missing_credentials_say_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / ".kaggle"))
     with pytest.raises(InputError, match="no Kaggle credentials: create an API token"):
+        kaggle.api()
+
+
+def test_a_kaggle_that_exits_when_imported_is_a_credentials_error(tmp_path, monkeypatch):
+    """kaggle < 2.1 logs in when imported and, without credentials, prints why and exits."""
+    package = tmp_path / "kaggle"
+    (package / "api").mkdir(parents=True)
+    (package / "__init__.py").write_text("print('Could not find kaggle.json'); exit(1)\n")
+    (package / "api" / "__init__.py").write_text("")
+    (package / "api" / "kaggle_api_extended.py").write_text("class KaggleApi: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in list(__import__("sys").modules) if m.split(".")[0] == "kaggle"]:
+        monkeypatch.delitem(__import__("sys").modules, name)
+    with pytest.raises(InputError, match=r"no Kaggle credentials.*\(Kaggle said: Could not find "
+                                         r"kaggle.json\)"):
         kaggle.api()

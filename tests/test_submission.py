@@ -62,6 +62,24 @@ def test_validator_rejects(tmp_path, entries, message):
         _check(path)
 
 
+def test_damaged_and_huge_entries_are_named_not_raised(tmp_path):
+    """A bad CRC (a flipped byte) raised zipfile's BadZipFile through `--check`; a picture far
+    larger than the rules' size is reported from its header, never decoded."""
+    noise = _noise_jpeg()
+    path = tmp_path / "images.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("bad.jpg", noise)
+        archive.writestr("huge.jpg", _jpeg(size=6000))
+        for i in range(2):
+            archive.writestr(f"{i}.jpg", _jpeg())
+    raw = bytearray(path.read_bytes())
+    raw[raw.find(noise) + len(noise) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(SubmissionError, match=r"1 entry is not readable from the zip .*: bad.jpg.*"
+                                              r"1 entry is not 16x16: huge.jpg \(6000x6000\)"):
+        _check(path)
+
+
 def test_kaggle_bounds_are_the_defaults_and_junk_is_not_a_zip(tmp_path):
     path = _zip(tmp_path / "images.zip", [(f"{i}.jpg", _jpeg(256)) for i in range(4)])
     with pytest.raises(SubmissionError, match="4 images; the competition needs 7,000 to 10,000"):
