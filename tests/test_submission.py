@@ -214,3 +214,9 @@ def test_wrong_counts_and_outputs_are_refused_before_translating(trained_workdir
             cli.main(["submission", str(trained_workdir), "--photos", str(folder),
                       "--out", str(out)])
         assert message in capsys.readouterr().err
+
+
+def test_zip_names_are_unique_and_at_the_top():
+    used = set()
+    names = [submission._unique(n, used) for n in ("a.png", "A.jpg", "dir\\b.png", "x/c.webp", "")]
+    assert names == ["a.jpg", "A_2.jpg", "dir_b.jpg", "c.jpg", "image.jpg"]
