@@ -137,10 +137,28 @@ def _refused(response, what: str) -> None:
         raise InputError(f"Kaggle refused the {what}: {error}")
 
 
+def _call(what: str, method, *args, **kwargs):
+    """`method(*args, **kwargs)` of the Kaggle API; its HTTP or network errors, and refusals
+    carried in its response, become an `InputError` naming `what`."""
+    try:
+        response = method(*args, **kwargs)
+    except Exception as e:  # requests' HTTPError, ConnectionError, kagglesdk's errors...
+        raise InputError(f"Kaggle refused the {what}: {str(e).strip() or type(e).__name__}"
+                         ) from None
+    _refused(response, what)
+    return response
+
+
+def _not_found(error: Exception) -> bool:
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    return status == 404 or "404" in str(error)
+
+
 def _wait_until_ready(client, dataset_id: str, sleep) -> None:
     waited = 0
     while True:
-        status = str(client.dataset_status(dataset_id) or "").lower()
+        status = str(_call(f"status request for {dataset_id}", client.dataset_status,
+                           dataset_id) or "").lower()
         if status == "ready":
             return
         if status in DATASET_FAILED or waited >= DATASET_READY_SECONDS:
@@ -173,21 +191,23 @@ def push(folder, client=None, sleep=None) -> None:
         try:
             client.dataset_status(dataset_id)
             exists = True
-        except Exception:  # the API raises an HTTP error for an unknown dataset
+        except Exception as e:  # the API raises an HTTP error for an unknown dataset
+            if not _not_found(e):
+                raise InputError(f"could not ask Kaggle about the dataset {dataset_id}: "
+                                 f"{str(e).strip() or type(e).__name__}") from None
             exists = False
         if not any(wheel.glob("ghibli_keras-*.whl")):
             raise InputError(f"{wheel} holds no ghibli_keras wheel for the kernel to install: "
                              f"run `ghibli-keras kaggle build --out {folder}` without --no-wheel")
         if exists:
-            _refused(client.dataset_create_version(str(wheel), version_notes="ghibli-keras update",
-                                                   quiet=True), f"new version of {dataset_id}")
+            _call(f"new version of {dataset_id}", client.dataset_create_version, str(wheel),
+                  version_notes="ghibli-keras update", quiet=True)
         else:
-            _refused(client.dataset_create_new(str(wheel), public=False, quiet=True),
-                     f"new dataset {dataset_id}")
+            _call(f"new dataset {dataset_id}", client.dataset_create_new, str(wheel),
+                  public=False, quiet=True)
         # a kernel pushed before its new wheel is ready would install the previous one
         _wait_until_ready(client, dataset_id, sleep)
-    response = client.kernels_push(str(kernel))
-    _refused(response, f"kernel {metadata['id']}")
+    response = _call(f"kernel {metadata['id']}", client.kernels_push, str(kernel))
     for kind in ("Dataset", "Competition", "Kernel"):
         invalid = getattr(response, f"invalid{kind}Sources", None)
         if invalid:

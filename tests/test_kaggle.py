@@ -143,6 +143,19 @@ def test_push_waits_for_a_new_dataset_and_raises_kaggles_refusals(tmp_path):
     with pytest.raises(InputError, match="refused the kernel alice/ghibli-cyclegan: bad slug"):
         kaggle.push(out, client=FakeApi(known_datasets={"alice/ghibli-keras-wheel"},
                                         response=types.SimpleNamespace(error="bad slug")))
+    class Unauthorized(FakeApi):
+        def dataset_status(self, dataset):
+            raise RuntimeError("401 Client Error: Unauthorized")
+
+        def kernels_push(self, folder):
+            raise ConnectionError("Max retries exceeded with url: /api/v1/kernels/push")
+
+    with pytest.raises(InputError, match="could not ask Kaggle about the dataset alice/ghibli-"
+                                         "keras-wheel: 401 Client Error"):
+        kaggle.push(out, client=Unauthorized())
+    with pytest.raises(InputError, match="refused the kernel alice/ghibli-cyclegan: Max retries"):
+        kaggle.push(out, client=type("Offline", (FakeApi,), {
+            "kernels_push": Unauthorized.kernels_push})(known_datasets={"alice/ghibli-keras-wheel"}))
     unattached = types.SimpleNamespace(error="", url="u", invalidDatasetSources=["alice/x"])
     with pytest.raises(InputError, match=r"could not attach its dataset source\(s\) \['alice/x'\]"):
         kaggle.push(out, client=FakeApi(known_datasets={"alice/ghibli-keras-wheel"},
