@@ -631,10 +631,12 @@ SIDE_SAMPLE = 64  # pictures whose JPEG headers choose a domain's window side
 SIDE_SAMPLE_SHARDS = 8  # ... taken in turn from this many shards
 
 
-def picture_sides(files: Sequence[str], count: int = SIDE_SAMPLE) -> list[int]:
-    """The shorter sides of up to `count` of the shards' pictures, from their JPEG headers,
-    taken in turn from the first `SIDE_SAMPLE_SHARDS` shards; `InputError` when they hold no
-    picture, or when one of these is not a JPEG."""
+def picture_sides(files: Sequence[str], count: Optional[int] = None) -> list[int]:
+    """The shorter sides of up to `count` (default `SIDE_SAMPLE`) of the shards' pictures,
+    from their JPEG headers, taken in turn from the first `SIDE_SAMPLE_SHARDS` shards;
+    `InputError` naming the record when they hold no picture, or when one of these is not a
+    JPEG (so training does not start on it)."""
+    count = count or SIDE_SAMPLE
     first_record(files)  # InputError for shards without pictures
     ds = tf.data.Dataset.from_tensor_slices(list(files)).interleave(
         tf.data.TFRecordDataset, cycle_length=min(len(files), SIDE_SAMPLE_SHARDS), block_length=1)

@@ -75,17 +75,23 @@ def test_bad_shards_leave_no_workdir_and_a_plain_message(tmp_path):
     assert not (tmp_path / "w" / "config.json").exists()
 
 
-def test_a_record_that_does_not_decode_stops_training_by_name(tmp_path):
+def test_a_record_that_does_not_decode_stops_training_by_name(tmp_path, monkeypatch):
+    """Among the headers sampled for the window side, before training starts; past them, when
+    training reaches it (then with how to resume)."""
     from conftest import shard_with_a_bad_record
+    from ghibli_keras import data
 
     (tmp_path / "photos").mkdir()
     bad = shard_with_a_bad_record(tmp_path / "photos" / "photo00-6.tfrec", size=40)
-    with pytest.raises(InputError) as info:
-        training.train(tiny_test_config(**{"data.photos": str(tmp_path / "photos")}),
-                       tmp_path / "w", verbose=0)
-    message = str(info.value)
-    assert message.startswith(f"{bad}: record 3 (image_name 'p3'): the image is not a JPEG picture")
-    assert message.endswith(training.STOPPED) and "{{" not in message
+    config = tiny_test_config(**{"data.photos": str(tmp_path / "photos")})
+    for sampled, ending in ((64, "skips pictures it cannot read)"), (2, training.STOPPED)):
+        monkeypatch.setattr(data, "SIDE_SAMPLE", sampled)
+        with pytest.raises(InputError) as info:
+            training.train(config, tmp_path / f"w{sampled}", verbose=0)
+        message = str(info.value)
+        assert message.startswith(f"{bad}: record 3 (image_name 'p3'): the image is not a JPEG picture")
+        assert message.endswith(ending) and "{{" not in message
+    assert not (tmp_path / "w64" / "log.csv").exists()  # nothing trained
 
 
 class _StopAtEpoch(keras.callbacks.Callback):
