@@ -65,13 +65,21 @@ def tf_reflect_indices(length: tf.Tensor, padded: tf.Tensor) -> tf.Tensor:
     return tf.where(i < length, i, period - i)
 
 
-def pad_run_crop(fn: Callable, images_: tf.Tensor, multiple: int, smallest: int = 1) -> tf.Tensor:
+def pad_run_crop(fn: Callable, images_: tf.Tensor, multiple: int, smallest: int = 1,
+                 buckets: bool = False) -> tf.Tensor:
     """`fn` on float `(B, H, W, 3)` of any H, W: reflect-padded at the bottom and right to
     multiples of `multiple`, at least `smallest` (`models.smallest_side`), then cropped back
-    to `(B, H, W, 3)`. Graph-friendly."""
+    to `(B, H, W, 3)`. Graph-friendly; with `buckets`, padded to `bucket_side`s instead, which
+    needs H and W known when it is called (an eager tensor, or a graph of static sides)."""
     h, w = tf.shape(images_)[1], tf.shape(images_)[2]
-    side = lambda n: tf.maximum((n + multiple - 1) // multiple * multiple, smallest)  # noqa: E731
-    ph, pw = side(h), side(w)
+    if buckets:
+        sides = images_.shape[1:3]
+        if None in sides:
+            raise ValueError(f"buckets need static sides, got shape {images_.shape}")
+        ph, pw = (bucket_side(n, multiple, smallest) for n in sides)
+    else:
+        side = lambda n: tf.maximum((n + multiple - 1) // multiple * multiple, smallest)  # noqa: E731
+        ph, pw = side(h), side(w)
     padded = tf.gather(images_, tf_reflect_indices(h, ph), axis=1)
     padded = tf.gather(padded, tf_reflect_indices(w, pw), axis=2)
     return fn(padded)[:, :h, :w, :]
@@ -260,12 +268,8 @@ class Translator:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """float32 `(B, H, W, 3)` in [-1, 1], any H, W -> the same, translated."""
-        h, w = batch.shape[1:3]
-        if self.buckets:
-            batch = batch[:, reflect_indices(h, bucket_side(h, self.multiple, self.smallest))]
-            batch = batch[:, :, reflect_indices(w, bucket_side(w, self.multiple, self.smallest))]
         images = tf.constant(batch, tf.float32)
-        return pad_run_crop(self.fn, images, self.multiple, self.smallest).numpy()[:, :h, :w]
+        return pad_run_crop(self.fn, images, self.multiple, self.smallest, self.buckets).numpy()
 
 
 # --------------------------------------------------------------------------------------------
