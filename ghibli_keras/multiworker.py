@@ -61,14 +61,14 @@ def _save_backup(model, backup: Path, epoch: int) -> None:
         tmp.write_text(json.dumps({"epoch": epoch}))
 
 
-def _backups(backup: Path):
+def _backups(backup: Path, warn: bool = True):
     """`(weights file, epochs it holds)` for each backup pair in `backup` that reads whole,
-    the latest first."""
+    the latest first; with `warn`, a pair that does not is logged."""
     for weights, metadata in ((backup / w, backup / m) for w, m in BACKUPS):
         epoch = checkpoint_epoch(weights, metadata)
         if epoch is not None:
             yield weights, epoch
-        elif weights.exists() or metadata.exists():
+        elif warn and (weights.exists() or metadata.exists()):
             log.warning("backup %s does not read whole, or its epoch differs from %s's",
                         weights, metadata.name)
 
@@ -87,8 +87,9 @@ def _restore_backup(model, backup: Path) -> int:
 
 def backup_epoch(backup: Path) -> int:
     """The epochs the latest backup in `backup` holds (0 if none), read before the model is
-    built: where `fit` will resume, known before the training data is made (its seed moves on)."""
-    return next((epoch for _, epoch in _backups(backup)), 0)
+    built: where `fit` will resume, known before the training data is made (its seed moves on).
+    Silent: `fit`'s restore, which follows, logs a pair it cannot take."""
+    return next((epoch for _, epoch in _backups(backup, warn=False)), 0)
 
 
 def fit(model, strategy, dataset, *, epochs: int, steps_per_epoch: int, workdir: Path,

@@ -109,10 +109,11 @@ def test_linear_decay_values_and_config():
         LinearDecay(1e-3, total_steps=10, decay_start=11)
 
 
-def test_a_multiworker_rerun_knows_its_epoch_before_the_data_is_made(tmp_path):
+def test_a_multiworker_rerun_knows_its_epoch_before_the_data_is_made(tmp_path, caplog):
     """The data seed of a resumed run moves on with the epochs done (training.RESUME_SEED_STEP);
     under several workers the epoch comes from their loop's own backup (it was taken as 0, so
-    a resumed run replayed the first epochs' shuffles and crops)."""
+    a resumed run replayed the first epochs' shuffles and crops). A pair that does not read
+    whole is logged once per resume, by the restore."""
     import keras
 
     from ghibli_keras import multiworker, training
@@ -123,9 +124,12 @@ def test_a_multiworker_rerun_knows_its_epoch_before_the_data_is_made(tmp_path):
     multiworker._save_backup(model, tmp_path / "backup", 3)
     assert training.resumed_epochs(tmp_path, multiworker=True) == 3
     (tmp_path / "backup" / multiworker.METADATA).write_text("{")  # cut short: the one before
+    caplog.clear()
     assert training.resumed_epochs(tmp_path, multiworker=True) == 2
     restored = keras.models.clone_model(model)
     assert multiworker._restore_backup(restored, tmp_path / "backup") == 2  # fit agrees
+    assert [r.getMessage().split()[:2] for r in caplog.records if r.levelname == "WARNING"] == [
+        ["backup", str(tmp_path / "backup" / multiworker.WEIGHTS)]]
     for epoch in (2, 3):
         multiworker._save_backup(model, tmp_path / "backup", epoch)
     weights = tmp_path / "backup" / multiworker.WEIGHTS
