@@ -109,10 +109,14 @@ def api():
     quiet = io.StringIO()
     with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
         try:
+            import kaggle  # logs in, as `kaggle.api` (kaggle < 2.1 exits if it cannot)
             from kaggle.api.kaggle_api_extended import KaggleApi
 
-            client = KaggleApi()
-            client.authenticate()
+            client = getattr(kaggle, "api", None)  # reused: kaggle 1.8's login takes
+            if not (isinstance(client, KaggleApi)  # KAGGLE_API_TOKEN out of os.environ
+                    and getattr(client, "_authenticated", True)):  # (kaggle 2.x: a flag)
+                client = KaggleApi()
+                client.authenticate()
         except ImportError:
             raise InputError("the Kaggle API is not installed: pip install 'kaggle>=1.6,<3'") from None
         except (SystemExit, Exception):  # (kaggle < 2.1 logs in, or exits, when imported)

@@ -237,3 +237,22 @@ def test_a_kaggle_that_exits_when_imported_is_a_credentials_error(tmp_path, monk
     with pytest.raises(InputError, match=r"no Kaggle credentials.*\(Kaggle said: Could not find "
                                          r"kaggle.json\)"):
         kaggle.api()
+
+
+def test_the_login_kaggle_makes_when_imported_is_reused(tmp_path, monkeypatch):
+    """kaggle 1.8 logs in when imported (as `kaggle.api`) and takes KAGGLE_API_TOKEN out of the
+    environment as it does: a second login fails, so the first is used."""
+    package = tmp_path / "kaggle"
+    (package / "api").mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "from kaggle.api.kaggle_api_extended import KaggleApi\n"
+        "api = KaggleApi()\napi.authenticate()\n")
+    (package / "api" / "__init__.py").write_text("")
+    (package / "api" / "kaggle_api_extended.py").write_text(
+        "import os\n\nclass KaggleApi:\n    def authenticate(self):\n"
+        "        self.token = os.environ.pop('KAGGLE_API_TOKEN')  # KeyError the second time\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in list(__import__("sys").modules) if m.split(".")[0] == "kaggle"]:
+        monkeypatch.delitem(__import__("sys").modules, name)
+    monkeypatch.setenv("KAGGLE_API_TOKEN", "KGAT_secret")
+    assert kaggle.api().token == "KGAT_secret"
