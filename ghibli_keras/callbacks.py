@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Optional
@@ -12,11 +14,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .files import atomic_path
-
-
-class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite; the backup of the last finished epoch is kept."""
+from .errors import TrainingDiverged
+from .files import atomic_path, mark_epoch
 
 
 def to_uint8(images) -> np.ndarray:
@@ -108,6 +107,30 @@ class SaveLatestModel(keras.callbacks.Callback):
             self.model.save(tmp)
 
 
+class MarkedBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras' `BackupAndRestore`, whose weights and metadata are each written under a temporary
+    name and renamed, the weights marked with their epoch (`files.mark_epoch`): Keras writes
+    the weights in place, then the metadata, so a kill between the two left one epoch's
+    weights beside the previous epoch's metadata, which `files.checkpoint_epoch` now refuses
+    (the run resumes from the pair before, kept by `double_checkpoint`)."""
+
+    def _save_model(self):
+        weights, metadata = Path(self._weights_path), Path(self._training_metadata_path)
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        if self.double_checkpoint:
+            for latest, previous in ((weights, self._prev_weights_path),
+                                     (metadata, self._prev_training_metadata_path)):
+                if latest.exists():
+                    with atomic_path(previous) as tmp:
+                        shutil.copyfile(latest, tmp)
+        with atomic_path(weights) as tmp:  # ".tmp-PID-latest.weights.h5": Keras' suffix kept
+            self.model.save_weights(tmp, overwrite=True)
+            mark_epoch(tmp, self._current_epoch)
+        with atomic_path(metadata) as tmp:
+            tmp.write_text(json.dumps({"epoch": self._current_epoch,
+                                       "batch": self._last_batch_seen}))
+
+
 def backup_and_restore(backup_dir, keep=lambda: False) -> tuple[keras.callbacks.Callback,
                                                                  keras.callbacks.Callback]:
     """Keras' `BackupAndRestore` (with `double_checkpoint`) as two callbacks: list `restore`
@@ -116,7 +139,7 @@ def backup_and_restore(backup_dir, keep=lambda: False) -> tuple[keras.callbacks.
     model, log row and samples, so a kill in between trains the epoch again rather than
     leaving it without them; it removes the backup when training ends, unless `keep()` says
     the run stopped before its last epoch (a `TimeLimit`) and will be resumed."""
-    backup = keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True)
+    backup = MarkedBackupAndRestore(str(backup_dir), double_checkpoint=True)
 
     class Restore(keras.callbacks.Callback):
         def set_model(self, model):
@@ -213,11 +236,15 @@ class TerminateOnNaN(keras.callbacks.TerminateOnNaN):
     def on_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("g_loss")
         if loss is not None and not math.isfinite(float(loss)):
+            where = f"the generator loss became {loss} in epoch {self.epoch + 1}, step {batch + 1}"
+            if (Path(self.workdir) / "backup").exists():
+                raise TrainingDiverged(
+                    f"{where}. The backup of the last finished epoch is kept in "
+                    f"{self.workdir}/backup: rerun the same command to resume from it, with a "
+                    f"lower --learning-rate if it happens again.")
             raise TrainingDiverged(
-                f"the generator loss became {loss} in epoch {self.epoch + 1}, step {batch + 1}. "
-                f"The backup of the last finished epoch is kept in {self.workdir}/backup: rerun the "
-                f"same command to resume from it, with a lower --learning-rate if it happens again."
-            )
+                f"{where}, before any epoch had finished: rerun with a lower --learning-rate "
+                f"(the workdir {self.workdir} takes it).")
 
 
 def _number(text) -> float:

@@ -14,13 +14,14 @@ import math
 import os
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Optional, Sequence
 
 from . import __version__, ui
 from .config import XLA_CHOICES
-from .errors import InputError
+from .errors import InputError, TrainingDiverged
 
 PROG = "ghibli-keras"
 #: --mixed-precision of translate and submission (inference.PRECISIONS, without TensorFlow).
@@ -74,6 +75,13 @@ def file_prefix(text: str) -> str:
     return text
 
 
+def jpeg_quality(text: str) -> int:
+    value = positive_int(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"a JPEG quality is 1 to 100, got {value}")
+    return value
+
+
 def output_dir(text: str) -> Path:
     """A folder to write in: an existing one, or one that can be made where no file is in the
     way and the nearest existing folder is writable."""
@@ -90,6 +98,11 @@ def output_dir(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"{text!r} cannot be made: {str(parent)!r} is a file")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"{text!r}: no permission to write in {str(parent)!r}")
+    try:  # what access() cannot tell: /proc, a read-only mount, a full disk...
+        tempfile.TemporaryDirectory(dir=parent, prefix=".ghibli-keras-probe-").cleanup()
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: cannot make a folder in {str(parent)!r} "
+                                         f"({e.strerror or e})") from None
     return path
 
 
@@ -140,11 +153,43 @@ def check_shards(pattern: str, flag: str) -> None:
                          + convert.format(os.path.dirname(pattern) or "."))
 
 
-def check_weights(weights: Optional[str]) -> None:
-    """--inception-weights: "imagenet" or an existing file."""
-    if weights and weights != "imagenet" and not Path(weights).is_file():
-        raise InputError(f"--inception-weights {weights!r}: no such file (a Keras InceptionV3 "
-                         f"weights file without the top, or the TTUR classify_image_graph_def.pb)")
+def check_preset_shards(pattern: str, flag: str, preset: str) -> None:
+    """The preset's own shards (no `flag` given) must be here: the kaggle preset's are only in
+    a Kaggle session."""
+    import glob
+
+    if "://" in pattern or Path(pattern).is_dir() or glob.glob(pattern):
+        return
+    where = " (they are there in a Kaggle session)" if pattern.startswith("/kaggle/") else ""
+    raise InputError(f"the {preset} preset's shards {pattern!r} are not on this machine{where}: "
+                     f"give yours with --photos and --styles")
+
+
+#: Where the weights come from when no flag names them (features.WEIGHTS_ENV, nst.WEIGHTS_ENV).
+INCEPTION_WEIGHTS_ENV = "GHIBLI_KERAS_INCEPTION_WEIGHTS"
+VGG_WEIGHTS_ENV = "GHIBLI_KERAS_VGG_WEIGHTS"
+
+
+def _check_weights_file(weights: Optional[str], flag: str, env: str, keywords: tuple,
+                        what: str) -> None:
+    """`flag`'s value, or else `$env`'s: one of `keywords` or an existing file; the message
+    names the one that was used."""
+    source = flag
+    if not weights and os.environ.get(env):
+        weights, source = os.environ[env], f"${env}"
+    if not weights or weights in keywords or Path(weights).is_file():
+        return
+    if Path(weights).is_dir():
+        raise InputError(f"{source} {weights!r} is a folder: give the weights file in it ({what})")
+    raise InputError(f"{source} {weights!r}: no such file ({what})")
+
+
+def check_weights(weights: Optional[str], default: bool = True) -> None:
+    """--inception-weights: "imagenet" or an existing file; without it (and with `default`),
+    $GHIBLI_KERAS_INCEPTION_WEIGHTS the same."""
+    _check_weights_file(weights, "--inception-weights", INCEPTION_WEIGHTS_ENV if default else "",
+                        ("imagenet",), "a Keras InceptionV3 weights file without the top, or "
+                        "the TTUR classify_image_graph_def.pb")
 
 
 def _log_to_stderr() -> None:
@@ -237,8 +282,9 @@ def override_with_flags(config, flags: dict):
         return config.override(**flags)
     except InputError as e:
         names = {key: "--" + key.partition(".")[2].replace("_", "-") for key in flags}
-        raise InputError(re.sub(r"\b(?:data|model|train)\.\w+",
-                                lambda m: names.get(m.group(0), m.group(0)), str(e))) from None
+        # "data.image_size (--image-size)" -> "--image-size": the flag once
+        raise InputError(re.sub(r"\b((?:data|model|train)\.\w+)(?: \(--[\w-]+\))?",
+                                lambda m: names.get(m.group(1), m.group(0)), str(e))) from None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -248,8 +294,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = get_preset(args.preset)
     photos = args.photos or locate_sample(config.data.photos)
     styles = args.styles or locate_sample(config.data.styles)
-    check_shards(photos, "--photos")
-    check_shards(styles, "--styles")
+    for given, pattern, flag in ((args.photos, photos, "--photos"), (args.styles, styles, "--styles")):
+        if given is None:
+            check_preset_shards(pattern, flag, args.preset)
+        check_shards(pattern, flag)
     heldout = args.heldout_photos
     if heldout is None and args.photos is None:  # the preset's held-out set, with its data
         heldout = config.data.heldout_photos and locate_sample(config.data.heldout_photos)
@@ -284,9 +332,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         "train.max_hours": args.max_hours,
     }
     config = override_with_flags(config, flags)
-    check_weights(config.train.inception_weights)
+    check_weights(config.train.inception_weights, default=bool(config.train.metrics_every))
     if not heldout:  # override() skips None values: clear the preset's held-out set here
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, heldout_photos=None))
+    from . import workdir
+
+    workdir.check(config.validated(), args.workdir)  # a rerun's settings, before TensorFlow
     _log_to_stderr()
     _quiet_tensorflow()
     from . import training
@@ -306,7 +357,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 f"sample shards {str(sample / domain)!r} not found: pass --sample DIR (the "
                 f"{SAMPLE_DIR} folder of a ghibli-keras checkout)"
             )
-    check_weights(args.inception_weights)
+    check_weights(args.inception_weights, default=False)  # (without: scores but KID/FID)
     _log_to_stderr()
     _quiet_tensorflow()
     from . import demo
@@ -388,7 +439,9 @@ def cmd_fid(args: argparse.Namespace) -> int:
     print(f"FID    {score:.4f}  {network}")
     if args.kid:
         kid = metrics.kid(real, fake)
-        print(f"KID    {kid.mean:.6f} ± {kid.std:.6f}  {network}")
+        spread = (f" ± {kid.std:.6f}" if math.isfinite(kid.std)
+                  else " (both sets whole in every subset: no spread)")
+        print(f"KID    {kid.mean:.6f}{spread}  {network}")
     if args.mifid:
         distance = metrics.memorization_distance(real, fake)
         print(f"MiFID  {metrics.mifid(real, fake, fid_value=score):.4f}  {network} (memorisation distance "
@@ -447,6 +500,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     model = check_model(args.model)
+    if (model / "saved_model.pb").is_file():
+        raise InputError(f"MODEL {args.model!r} is already an export; export a workdir or .keras")
     out = Path(args.out)
     if out.absolute().resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
         raise InputError(f"--out {str(args.out)!r} is the current folder or one above it: "
@@ -462,8 +517,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     translator = inference.Translator.load(model, "photo2style", xla="off",
                                            precision=args.mixed_precision)
-    if translator.generator is None:
-        raise InputError(f"MODEL {args.model!r} is already an export; export a workdir or .keras")
     export.export(translator.generator, out, source=str(model), max_pixels=args.max_pixels,
                   jit_compile=args.xla == "on")
     print(f"SavedModel in {out} (signatures serving_default and translate; see {out / 'README.md'})")
@@ -555,10 +608,11 @@ def positive_float(text: str) -> float:
 
 
 def check_vgg_weights(weights: Optional[str]) -> None:
-    """--vgg-weights: "imagenet", "random" or an existing file."""
-    if weights and weights not in ("imagenet", "random") and not Path(weights).is_file():
-        raise InputError(f"--vgg-weights {weights!r}: no such file (VGG19 weights without the "
-                         f"top, vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5)")
+    """--vgg-weights: "imagenet", "random" or an existing file; without it,
+    $GHIBLI_KERAS_VGG_WEIGHTS the same."""
+    _check_weights_file(weights, "--vgg-weights", VGG_WEIGHTS_ENV, ("imagenet", "random"),
+                        "VGG19 weights without the top, "
+                        "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5")
 
 
 STYLE_MIN_SIDE = 32  # nst.MIN_SIDE
@@ -750,7 +804,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_READ_MAX_PIXELS,
         help=f"skip pictures with more pixels than this ({DEFAULT_READ_MAX_PIXELS})",
     )
-    p.add_argument("--quality", type=positive_int, default=95, help="JPEG quality 1-100 (95)")
+    p.add_argument("--quality", type=jpeg_quality, default=95, help="JPEG quality 1-100 (95)")
     p.add_argument(
         "--overwrite", action="store_true", help="replace shards of this prefix in OUT_DIR"
     )
@@ -1015,6 +1069,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except InputError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
+    except TrainingDiverged as e:
+        print(f"{PROG}: stopped: {e}", file=sys.stderr)
+        return 1
     except Terminated:
         print(f"{PROG}: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM

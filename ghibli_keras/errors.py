@@ -1,4 +1,5 @@
-"""The one exception type for bad user input. Imports nothing heavy, so the CLI can catch it."""
+"""The exceptions the command line turns into one line: bad user input, and a run that
+diverged. Imports nothing heavy, so the CLI can catch them."""
 
 import contextlib
 import warnings
@@ -10,6 +11,11 @@ class InputError(ValueError):
     The message names the file or argument and says what to do; the command line prints it on one
     line and exits with status 2, without a traceback.
     """
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the backup of the last finished epoch is kept. The
+    message says how to go on; the command line prints it on one line and exits with 1."""
 
 
 @contextlib.contextmanager

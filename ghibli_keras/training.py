@@ -32,6 +32,7 @@ from . import callbacks as cb
 from . import data, models
 from . import multiworker as multiworker_loop
 from . import strategy as strategies
+from . import workdir as workdir_files
 from .config import Config
 from .cyclegan import CycleGAN
 from .errors import InputError
@@ -44,44 +45,28 @@ SAMPLE_PICTURES = 4  # rows of the per-epoch grid
 METRIC_PHOTOS = 1000  # at most this many held-out photos are translated for KID/FID
 #: What a bad record in the shards leaves, for its message.
 STOPPED = "training stopped here; then rerun the same command to go on from its last backup"
-RERUN_MAY_CHANGE = ("epochs", "decay_epochs", "metrics_every", "inception_weights", "max_hours")
+RERUN_MAY_CHANGE = workdir_files.RERUN_MAY_CHANGE
 RESUME_SEED_STEP = 1000  # the data seed of a run resumed after N epochs: seed + N * this
 
 
 def resolve_workdir_config(config: Config, workdir: Path) -> Config:
-    """Writes config.json into a new workdir, or checks that a rerun uses the same config.
-
-    Only `RERUN_MAY_CHANGE` may differ on a rerun (to train longer, or measure differently). A
-    workdir whose run never got to train (no backup, log or model yet) takes the new config.
-    """
-    path = workdir / "config.json"
-    started = any((workdir / name).exists() for name in ("backup", "log.csv", "model.keras"))
-    if path.exists() and started:
-        try:
-            saved = Config.from_json(path.read_text())
-        except (ValueError, TypeError, AttributeError, KeyError) as e:
-            raise InputError(f"{path} is not a valid config ({e}); use a new --workdir") from None
-        mine, theirs = config.to_dict(), saved.to_dict()
-        for section in ("data", "model", "train"):
-            for key, value in mine[section].items():
-                if key in RERUN_MAY_CHANGE:
-                    continue
-                if theirs[section][key] != value:
-                    raise InputError(
-                        f"{workdir} holds a run with {section}.{key}={theirs[section][key]!r}, "
-                        f"this run asks for {value!r}: rerun with the same settings to resume, "
-                        f"or choose another --workdir"
-                    )
-    workdir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(config.to_json())
+    """Writes config.json into `workdir`, which `workdir.check` has let this run use (checked
+    when the run begins: its callbacks may have made folders in it since, e.g. tensorboard/)."""
+    path = workdir / workdir_files.CONFIG
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_text(config.to_json())
+    except OSError as e:
+        raise InputError(f"workdir {str(workdir)!r}: cannot write {path.name} there "
+                         f"({e.strerror or e}); choose a --workdir you can write in") from None
     return config
 
 
 BACKUP_FILES = ("latest.weights.h5", "training_metadata.json")  # BackupAndRestore's pair
 
 
-LOCK_FILE = ".lock"
+LOCK_FILE = workdir_files.LOCK_FILE
 
 
 class WorkdirLock:
@@ -101,8 +86,12 @@ class WorkdirLock:
             import fcntl
         except ImportError:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        file = open(self.path, "a")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            file = open(self.path, "a")
+        except OSError as e:
+            raise InputError(f"workdir {str(self.path.parent)!r}: cannot be made or written "
+                             f"({e.strerror or e}); choose a --workdir you can write in") from None
         try:
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -310,15 +299,10 @@ def _train(config: Config, workdir, extra_callbacks: Sequence, verbose,
     config = config.validated()
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
-    if (workdir / "done.json").exists():
-        try:
-            done = json.loads((workdir / "done.json").read_text())
-            epochs = done["epochs"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise InputError(f"{workdir / 'done.json'}: damaged ({e}); the run in {workdir} had "
-                             f"finished: use its model.keras, or choose another --workdir "
-                             f"to train again") from None
-        log.info("%s already finished (%s epochs); nothing to do", workdir, epochs)
+    workdir_files.check(config, workdir)  # before anything is read or made
+    done = workdir_files.finished_epochs(workdir)
+    if done is not None:
+        log.info("%s already finished (%s epochs); nothing to do", workdir, done)
         return None
     d, t = config.data, config.train
     strategy = strategy or strategies.get(t.strategy)

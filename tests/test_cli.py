@@ -212,3 +212,94 @@ def test_workdir_on_a_remote_file_system_is_refused(tmp_path):
          "--workdir", "gs://bucket/run"], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2
     assert "argument --workdir: 'gs://bucket/run': a local folder is needed" in result.stderr
+
+
+def test_train_refuses_a_workdir_it_could_spoil_before_tensorflow(tmp_path):
+    """Before TensorFlow: a folder of the user's that is not a run's (a run would remove its
+    backup/ and rewrite its log.csv), a rerun with other settings, the kaggle preset away from
+    Kaggle, a field's flag named once, and a folder that cannot be made."""
+    from ghibli_keras.config import get_preset
+
+    home = tmp_path / "home"
+    (home / "backup").mkdir(parents=True)
+    (home / "backup" / "photos2019.txt").write_text("precious")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(
+        get_preset("tiny").override(**{"data.image_size": 32, "data.load_size": 36}).to_json())
+    (run / "log.csv").write_text("epoch,g_loss\n0,1.0\n")
+    cases = [
+        (["--preset", "tiny", "--workdir", "home"],
+         "home is not the workdir of a ghibli-keras run (no config.json) and holds other files"),
+        (["--preset", "tiny", "--workdir", "run"],
+         "run holds a run with data.image_size=32, this run asks for 64"),
+        (["--preset", "kaggle", "--workdir", "k"],
+         "the kaggle preset's shards '/kaggle/input/gan-getting-started/photo_tfrec/*.tfrec' are "
+         "not on this machine (they are there in a Kaggle session): give yours with --photos"),
+        (["--preset", "tiny", "--workdir", "w", "--image-size", "8"], "error: --image-size 8 is "),
+    ]
+    if os.path.isdir("/proc/self"):
+        cases.append((["--preset", "tiny", "--workdir", "/proc/ghibli"],
+                      "argument --workdir: '/proc/ghibli': "))
+    for args, message in cases:
+        result = subprocess.run([sys.executable, "-c", MAIN_WITHOUT_TENSORFLOW, "train", *args],
+                                capture_output=True, text=True, cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert (home / "backup" / "photos2019.txt").read_text() == "precious"
+    assert not (tmp_path / "k").exists() and not (tmp_path / "w").exists()
+
+
+def test_a_diverged_run_is_one_line(monkeypatch, capsys):
+    from ghibli_keras.errors import TrainingDiverged
+
+    def diverged(args):
+        raise TrainingDiverged("the generator loss became nan in epoch 1, step 2, before ...")
+
+    monkeypatch.setattr(cli, "cmd_make_tfrecords", diverged)
+    assert cli.main(["make-tfrecords", ".", "out", "--prefix", "p"]) == 1
+    assert capsys.readouterr().err == (
+        "ghibli-keras: stopped: the generator loss became nan in epoch 1, step 2, before ...\n")
+
+
+def test_a_bad_quality_and_exporting_an_export_are_refused_before_tensorflow(tmp_path):
+    (tmp_path / "pictures").mkdir()
+    (tmp_path / "models" / "g" / "1").mkdir(parents=True)
+    (tmp_path / "models" / "g" / "1" / "saved_model.pb").write_bytes(b"")
+    for args, message in [
+        (["make-tfrecords", "pictures", "out", "--prefix", "p", "--quality", "500"],
+         "argument --quality: a JPEG quality is 1 to 100, got 500"),
+        (["export", "models/g/1", "--out", "models/g/2"],
+         "MODEL 'models/g/1' is already an export; export a workdir or .keras"),
+    ]:
+        result = subprocess.run([sys.executable, "-c", MAIN_WITHOUT_TENSORFLOW, *args],
+                                capture_output=True, text=True, cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert not (tmp_path / "models" / "g" / "2").exists()
+
+
+def test_weights_named_by_the_environment_are_checked_as_such_before_tensorflow(tmp_path):
+    """A missing file in $GHIBLI_KERAS_INCEPTION_WEIGHTS / $GHIBLI_KERAS_VGG_WEIGHTS is named
+    as the variable's (not as a flag nobody gave), and a folder is told apart from no file."""
+    from ghibli_keras import features, nst
+
+    assert (cli.INCEPTION_WEIGHTS_ENV, cli.VGG_WEIGHTS_ENV) == (features.WEIGHTS_ENV, nst.WEIGHTS_ENV)
+    for name in ("real", "fake"):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            Image.new("RGB", (40, 40), (i * 90, 20, 30)).save(tmp_path / name / f"{i}.png")
+    (tmp_path / "ttur").mkdir()
+    for env, args, message in [
+        ({cli.INCEPTION_WEIGHTS_ENV: "nope.h5"}, ["fid", "real", "fake"],
+         "$GHIBLI_KERAS_INCEPTION_WEIGHTS 'nope.h5': no such file"),
+        ({cli.INCEPTION_WEIGHTS_ENV: "ttur"}, ["fid", "real", "fake"],
+         "$GHIBLI_KERAS_INCEPTION_WEIGHTS 'ttur' is a folder: give the weights file in it"),
+        ({}, ["fid", "real", "fake", "--inception-weights", "ttur"],
+         "--inception-weights 'ttur' is a folder"),
+        ({cli.VGG_WEIGHTS_ENV: "vgg.h5"}, ["style-transfer", "real/0.png", "fake/1.png", "--out",
+                                           "o.png"], "$GHIBLI_KERAS_VGG_WEIGHTS 'vgg.h5': no such file"),
+    ]:
+        result = subprocess.run([sys.executable, "-c", MAIN_WITHOUT_TENSORFLOW, *args],
+                                capture_output=True, text=True, cwd=tmp_path,
+                                env={**os.environ, **env})
+        assert result.returncode == 2 and message in result.stderr, result.stderr

@@ -233,6 +233,7 @@ def test_a_backup_with_nothing_readable_is_named(tmp_path):
 def test_damaged_workdir_files_are_named(tmp_path):
     workdir = tmp_path / "w"
     workdir.mkdir()
+    (workdir / "config.json").write_text(tiny_test_config().to_json())
     (workdir / "done.json").write_text("")
     with pytest.raises(InputError, match="done.json: damaged .* had finished"):
         training.train(tiny_test_config(), workdir)
@@ -240,7 +241,7 @@ def test_damaged_workdir_files_are_named(tmp_path):
     (workdir / "config.json").write_text("[]")
     (workdir / "log.csv").write_text("epoch,g_loss\n0,1.0\n")
     with pytest.raises(InputError, match="config.json is not a valid config"):
-        training.resolve_workdir_config(tiny_test_config(), workdir)
+        training.train(tiny_test_config(), workdir)
 
 
 def _optimizer_state(model):
@@ -275,11 +276,46 @@ def test_interrupted_fp16_run_resumes_with_its_loss_scales(tmp_path, float32_aft
 
 
 def test_nan_stops_with_a_message_on_how_to_resume(tmp_path):
+    """With a backup: resume from it; in the first epoch (none yet): rerun with a lower
+    learning rate, which the workdir takes (`workdir.RERUN_MAY_CHANGE`)."""
     callback = TerminateOnNaN(tmp_path)
+    callback.on_epoch_begin(0)
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, step 2, before any epoch had finished: "
+                                               r"rerun with a lower --learning-rate"):
+        callback.on_batch_end(1, {"g_loss": float("inf")})
+    (tmp_path / "backup").mkdir()
     callback.on_epoch_begin(4)
     callback.on_batch_end(0, {"g_loss": 1.0})
     with pytest.raises(TrainingDiverged, match=r"epoch 5, step 8.*backup.*rerun the same command"):
         callback.on_batch_end(7, {"g_loss": float("nan")})
+
+
+def test_a_kill_between_the_backup_s_two_files_resumes_from_the_pair_before(tmp_path, monkeypatch):
+    """Keras wrote the weights, then the metadata: killed between them, the next epoch's
+    weights stood beside this epoch's metadata and were taken for it. Now the weights carry
+    their epoch, and such a pair gives way to the one before (`double_checkpoint`)."""
+    from ghibli_keras import callbacks as cbs
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    backup = cbs.MarkedBackupAndRestore(str(tmp_path / "backup"), double_checkpoint=True)
+    backup.set_model(model)
+    for epoch in (0, 1):
+        model.set_weights([np.full_like(w, epoch + 1) for w in model.get_weights()])
+        backup.on_epoch_end(epoch)
+    assert training.restore_point(tmp_path / "backup") == 2
+    model.set_weights([np.full_like(w, 3) for w in model.get_weights()])
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cbs.json, "dumps", killed)  # epoch 3's metadata is never written
+    with pytest.raises(KeyboardInterrupt):
+        backup.on_epoch_end(2)
+    monkeypatch.undo()
+    assert training.restore_point(tmp_path / "backup") == 2  # epoch 2's pair, copied back
+    restored = keras.models.clone_model(model)
+    restored.load_weights(tmp_path / "backup" / "latest.weights.h5")
+    assert all((w == 2).all() for w in restored.get_weights())
 
 
 def test_the_callers_dtype_policy_is_back_after_training(tmp_path):
