@@ -16,6 +16,7 @@ Writes to the output folder:
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Optional
@@ -110,7 +111,7 @@ def generation_scores(generator, photos: np.ndarray, styles, weights=None) -> Op
         "network": extractor.name,
         "kid_before": _significant(kid_before.mean),
         "kid_after": _significant(kid_after.mean),
-        "kid_std_after": _significant(kid_after.std),
+        "kid_std_after": _significant(kid_after.std) if math.isfinite(kid_after.std) else None,
         "fid_before": _significant(metrics.fid(real, before)),
         "fid_after": _significant(metrics.fid(real, after)),
         "note": f"{len(photos)} held-out photos against {len(real)} style pictures: FID from "

@@ -8,10 +8,11 @@ Two networks, and every score says which one produced it, because their numbers 
   - the original FID network, the TF1 graph `classify_image_graph_def.pb` of the TTUR release
     (used by Kaggle's MiFID and most papers), read from a path with `tf.compat.v1.wrap_function`.
 
-Images are resized to 299×299 (bilinear) and scaled as the network expects, whatever their
-source range. Sources: a folder of pictures, a glob of pictures or TFRecord shards, a uint8 or
-float array, or a generator's translations of any of these. Features of files are cached on
-disk, keyed by the files' content and the network's weights.
+Images are resized to 299×299 (bilinear) and scaled as the network expects. Sources: a
+folder of pictures, a glob of pictures or TFRecord shards, a uint8 array (0..255), an array of
+another number type with its `value_range` (e.g. (-1, 1)), or a generator's translations of any
+of these. Features of files are cached on disk, keyed by the files' content and the network's
+weights.
 
 Example:
 >>> extractor = inception(weights=None)                          # doctest: +SKIP
@@ -240,15 +241,60 @@ def _ttur_extractor(path: Path) -> FeatureExtractor:
 # Sources
 
 
-def _value_range(array: np.ndarray) -> tuple[float, float]:
-    if array.dtype == np.uint8:
-        return 0.0, 255.0
-    low, high = float(array.min()), float(array.max())
-    if low < 0:
-        return -1.0, 1.0
-    if high <= 1.0:
-        return 0.0, 1.0
-    return 0.0, 255.0
+#: How far (a fraction of the span) an array may stray outside its value range and be clipped:
+#: rounding, or a generator's tanh; beyond it the range is wrong.
+RANGE_SLACK = 0.01
+
+
+def scaled_array(array: np.ndarray, value_range: Optional[tuple] = None) -> np.ndarray:
+    """Images `(N, H, W, 3)` -> float32 `(N, H, W, 3)` in [0, 255], clipped.
+
+    Args:
+        array: uint8 (0..255 unless `value_range` says otherwise), or any other integer or float
+            type with `value_range`.
+        value_range: `(low, high)`, the values that mean black and white: (0, 1), (-1, 1),
+            (0, 255)... Not guessed from the data: [0, 1] data could as well be [-1, 1].
+    Raises:
+        ValueError: no images, another dtype or no `value_range` for a non-uint8 array, a
+            malformed `value_range`, NaN or infinity, or values outside `value_range` by more
+            than `RANGE_SLACK` of it (naming the values' minimum and maximum).
+    """
+    if len(array) == 0:
+        raise ValueError(f"no images: the array has shape {array.shape}")
+    low, high = _checked_range(array, value_range)
+    lowest, highest = float(array.min()), float(array.max())
+    if not (np.isfinite(lowest) and np.isfinite(highest)):
+        raise ValueError("the images contain NaN or infinity")
+    slack = RANGE_SLACK * (high - low)
+    if lowest < low - slack or highest > high + slack:
+        raise ValueError(
+            f"value_range ({low:g}, {high:g}), but the images' values run from {lowest:.4g} to "
+            f"{highest:.4g}; pass the range they are in, e.g. (0, 1), (-1, 1) or (0, 255)"
+        )
+    scaled = (array.astype(np.float32) - low) * np.float32(255.0 / (high - low))
+    return np.clip(scaled, 0.0, 255.0, out=scaled)
+
+
+def _checked_range(array: np.ndarray, value_range: Optional[tuple]) -> tuple[float, float]:
+    """`value_range` as two floats, or (0, 255) for uint8; ValueError when there is none."""
+    if value_range is None:
+        if array.dtype == np.uint8:
+            return 0.0, 255.0
+        observed = f", values from {array.min():.4g} to {array.max():.4g}," \
+            if array.dtype.kind in "iuf" else ""
+        raise ValueError(
+            f"an image array of dtype {array.dtype}{observed} needs value_range=(low, high), "
+            f"e.g. (0, 1), (-1, 1) or (0, 255); or pass uint8 (0..255)"
+        )
+    if array.dtype.kind not in "iuf":
+        raise ValueError(f"image arrays must be of integers or floats, got dtype {array.dtype}")
+    try:
+        low, high = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"value_range must be (low, high), got {value_range!r}") from None
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise ValueError(f"value_range must be finite with low < high, got {value_range!r}")
+    return low, high
 
 
 def _read_picture(path, max_pixels: int = images.DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -262,15 +308,17 @@ def image_dataset(source: Source, value_range: Optional[tuple] = None, *,
 
     Args:
         source: a folder, glob or file of pictures or shards (a list of them is joined), or an
-            array `(N, H, W, 3)`: uint8, or float whose range is `value_range` (by default
-            [-1, 1] if it has negative values, else [0, 1] if none exceeds 1, else [0, 255]).
+            array `(N, H, W, 3)`, N >= 1: uint8, or another number type with `value_range`.
+        value_range: for an array, `(low, high)`, the values of black and white; required
+            unless it is uint8 (see `scaled_array`). Values a little outside are clipped.
         max_pixels: picture files with more pixels (from the header) are refused.
+    Raises:
+        ValueError: an array without a usable `value_range` (see `scaled_array`).
     """
     if isinstance(source, np.ndarray):
         if source.ndim != 4 or source.shape[-1] != 3:
             raise InputError(f"expected images of shape (N, H, W, 3), got {source.shape}")
-        low, high = value_range or _value_range(source)
-        scaled = (source.astype(np.float32) - low) * (255.0 / (high - low))
+        scaled = scaled_array(source, value_range)  # (N, H, W, 3) in [0, 255]
         return tf.data.Dataset.from_tensor_slices(scaled), len(source), []
     sources = source if isinstance(source, list) else [source]
     kinds, files = set(), []
@@ -355,9 +403,12 @@ def extract(
         transform: translate each batch first, e.g. a generator: float32 `(B, H, W, 3)` in
             [-1, 1] -> the same; the images of a batch must then share a size.
         batch_size: images per forward pass.
-        value_range: the range of a float array source (see `image_dataset`).
+        value_range: the range of an array source; required unless it is uint8 (see
+            `image_dataset`).
         cache: True (the default folder, `cache_dir()`), a folder, or False. Only features of
-            files, untransformed, with non-random weights are cached.
+            files, untransformed, with non-random weights are cached. A cached file that does
+            not read whole, or not as `(N, 2048)`, is computed again; a cache that cannot be
+            written is a warning (the features are still returned).
         progress: show a tqdm progress bar.
         description: names the set in the progress bar and in errors.
         max_pixels: picture files with more pixels (from the header) are refused.
@@ -367,9 +418,9 @@ def extract(
     if cache and files and transform is None and extractor.key is not None:
         folder = cache_dir() if cache is True else Path(cache)
         path = folder / "features" / f"{cache_key(files, extractor)}.npy"
-        if path.is_file():
-            log.info("%s: cached features %s", description, path)
-            return np.load(path)
+        cached = _read_cache(path, count, description)
+        if cached is not None:
+            return cached
 
     if transform is None:
         ds = ds.map(extractor.resize, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
@@ -393,12 +444,47 @@ def extract(
             bar.update(n)
     features = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, FEATURE_DIM), np.float32)
     if path is not None:
+        _write_cache(path, features, {"network": extractor.name, "files": files}, description)
+    return features
+
+
+def _read_cache(path: Path, count: int, description: str) -> Optional[np.ndarray]:
+    """The cached features `(count, 2048)` at `path`; None when there are none, or when the
+    file is damaged (cut short, another shape, NaN): then a warning, and the file removed."""
+    if not path.is_file():
+        return None
+    try:
+        cached = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        problem = f"unreadable: {gist(e)}"
+    else:
+        if cached.shape != (count, FEATURE_DIM):
+            problem = f"shape {cached.shape}, expected {(count, FEATURE_DIM)}"
+        elif not np.all(np.isfinite(cached)):
+            problem = "NaN or infinity in it"
+        else:
+            log.info("%s: cached features %s", description, path)
+            return cached
+    log.warning("%s: the cached features %s are damaged (%s); computing them again",
+                description, path, problem)
+    with contextlib.suppress(OSError):
+        path.unlink()
+    return None
+
+
+def _write_cache(path: Path, features: np.ndarray, metadata: dict, description: str) -> None:
+    """Writes `features` `(N, 2048)` to `path` and `metadata` beside it (`.json`), each under
+    a temporary name first; a failure (no such folder, read-only, disk full) is a warning."""
+    try:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, features)
         with atomic_path(path.with_suffix(".json")) as tmp:
-            tmp.write_text(json.dumps({"network": extractor.name, "files": files}, indent=1))
-    return features
+            tmp.write_text(json.dumps(metadata, indent=1))
+    except OSError as e:
+        log.warning("%s: could not write the feature cache %s (%s); the features are not cached "
+                    "(set GHIBLI_KERAS_CACHE to a writable folder, or turn the cache off)",
+                    description, path, gist(e))
 
 
 def generator_transform(generator: keras.Model) -> Callable:

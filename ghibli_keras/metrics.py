@@ -31,6 +31,10 @@ MIFID_DIVISOR_OFFSET = 1e-14
 _SQRTM_TOLERANCE = 1e-3
 #: The largest imaginary component of sqrtm's diagonal accepted as rounding noise.
 _IMAGINARY_TOLERANCE = 1e-3
+#: A Fréchet distance below zero by more than this times |mu1 - mu2|² + tr(sigma1 + sigma2) + 1
+#: is a failed square root, not rounding: a root accepted with a residual up to
+#: `_SQRTM_TOLERANCE` may put its trace off by about as much.
+_ROUNDING = _SQRTM_TOLERANCE
 
 
 class Statistics(NamedTuple):
@@ -41,7 +45,8 @@ class Statistics(NamedTuple):
 
 
 class KID(NamedTuple):
-    """Kernel Inception Distance: the unbiased MMD² averaged over subsets, and its std."""
+    """Kernel Inception Distance: the unbiased MMD² averaged over subsets, and its std over
+    them (NaN when every subset is both whole sets: see `kid`)."""
 
     mean: float
     std: float
@@ -78,6 +83,10 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
         eps: the diagonal offset used when the product is singular.
     Returns:
         The distance, a float >= 0 (rounding below zero, as for a set against itself, is 0).
+    Raises:
+        ValueError: the shapes do not match; an input holds NaN or infinity; the root is not
+            finite, or has an imaginary diagonal; or the distance comes out below zero by more
+            than rounding (and the offset) explain, which means the square root failed.
     """
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
@@ -86,14 +95,19 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
             f"shapes do not match: mu1 {mu1.shape}, sigma1 {sigma1.shape}, mu2 {mu2.shape}, "
             f"sigma2 {sigma2.shape}"
         )
-    diff = mu1 - mu2
-    product = sigma1 @ sigma2
+    for name, value in (("mu1", mu1), ("sigma1", sigma1), ("mu2", mu2), ("sigma2", sigma2)):
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"FID: {name} contains NaN or infinity")
+    diff = mu1 - mu2  # (D,)
+    product = sigma1 @ sigma2  # (D, D)
     covmean = _sqrtm(product)
+    offset_error = 0.0  # how far the diagonal offset may move the distance
     if not _good_root(covmean, product):
         log.warning("FID: sigma1·sigma2 is singular; adding %g to the diagonals", eps)
         offset = np.eye(len(mu1)) * eps
         product = (sigma1 + offset) @ (sigma2 + offset)
         covmean = _sqrtm(product)
+        offset_error = 2.0 * len(mu1) * eps
         if not np.all(np.isfinite(covmean)):
             raise ValueError("FID: the covariance product has no finite square root")
     if np.iscomplexobj(covmean):
@@ -104,8 +118,23 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
                 f"on its diagonal; the covariances are not valid (NaN features or too few images?)"
             )
         covmean = covmean.real
-    distance = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean)
-    return max(0.0, float(distance))
+    distance = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+    scale = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2)) + 1.0
+    return _clamp_rounding(distance, _ROUNDING * scale + offset_error)
+
+
+def _clamp_rounding(distance: float, tolerance: float) -> float:
+    """`distance`, with a negative value within `tolerance` of zero (rounding) taken as 0.
+
+    Raises:
+        ValueError: `distance` is not finite, or below `-tolerance`: the square root failed.
+    """
+    if not np.isfinite(distance) or distance < -tolerance:
+        raise ValueError(
+            f"FID: the distance came out as {distance:.6g}, below zero by more than rounding "
+            f"(tolerance {tolerance:.3g}): the square root of sigma1·sigma2 failed"
+        )
+    return max(0.0, distance)
 
 
 def _sqrtm(product: np.ndarray) -> np.ndarray:
@@ -147,8 +176,18 @@ def kid(
     Unbiased, so it is near zero (and may be slightly negative) for two samples of one
     distribution, even with a few hundred images: the better measure for small style sets.
 
+    When both sets have `subset_size` images or fewer and the same count, every subset is the
+    whole of both sets (in another order), so the estimate is computed once and `std` is NaN:
+    it is a spread over subsets, and there is none. When only one set is whole, the other is
+    still subsampled and the subsets (and their std) are kept.
+
+    Args:
+        real_features, fake_features: `(N, D)` and `(M, D)`, N, M >= 2.
+        subsets: how many random subsets to average over.
+        subset_size: images per subset (fewer when a set is smaller).
+        seed: seeds the subset draws.
     Returns:
-        `KID(mean, std)` over the subsets.
+        `KID(mean, std)` over the subsets; std is NaN when both sets are whole (see above).
     """
     real = _features("real_features", real_features)
     fake = _features("fake_features", fake_features)
@@ -156,19 +195,26 @@ def kid(
         raise ValueError(f"feature sizes differ: {real.shape[1]} and {fake.shape[1]}")
     if subsets < 1 or subset_size < 2:
         raise ValueError(f"need subsets >= 1 and subset_size >= 2, got {subsets}, {subset_size}")
-    d = real.shape[1]
     m = min(subset_size, len(real), len(fake))
+    if m == len(real) == len(fake):  # every subset would be both whole sets: no spread
+        return KID(_mmd2(real, fake), float("nan"))
     rng = np.random.default_rng(seed)
     scores = np.empty(subsets)
     for i in range(subsets):
         x = real[rng.choice(len(real), m, replace=False)]  # (m, D)
         y = fake[rng.choice(len(fake), m, replace=False)]  # (m, D)
-        k_xx = (x @ x.T / d + 1.0) ** 3  # (m, m)
-        k_yy = (y @ y.T / d + 1.0) ** 3
-        k_xy = (x @ y.T / d + 1.0) ** 3
-        within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
-        scores[i] = within - 2.0 * k_xy.mean()
+        scores[i] = _mmd2(x, y)
     return KID(float(scores.mean()), float(scores.std()))
+
+
+def _mmd2(x: np.ndarray, y: np.ndarray) -> float:
+    """The unbiased MMD² of `x` and `y`, both `(m, D)`, with the cubic polynomial kernel."""
+    m, d = x.shape
+    k_xx = (x @ x.T / d + 1.0) ** 3  # (m, m)
+    k_yy = (y @ y.T / d + 1.0) ** 3
+    k_xy = (x @ y.T / d + 1.0) ** 3
+    within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
+    return float(within - 2.0 * k_xy.mean())
 
 
 def _normalize_rows(x: np.ndarray) -> np.ndarray:

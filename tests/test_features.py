@@ -25,9 +25,20 @@ def assert_different(a, b):
 
 
 @pytest.fixture(scope="module")
-def random_extractor():
+def random_inception():
+    """A random-initialised extractor and the InceptionV3 trunk inside it."""
     keras.utils.set_random_seed(0)
-    return features.inception(weights=None)
+    built = []
+    with pytest.MonkeyPatch.context() as patch:
+        original = features._keras_inception
+        patch.setattr(features, "_keras_inception", lambda w: built.append(original(w)) or built[-1])
+        extractor = features.inception(weights=None)
+    return extractor, built[0]
+
+
+@pytest.fixture(scope="module")
+def random_extractor(random_inception):
+    return random_inception[0]
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +53,60 @@ def weights_file(tmp_path_factory):
 def test_shape_and_value_ranges(random_extractor, rng):
     pictures = np.stack([smooth_image(rng, 80, 96) for _ in range(3)])  # uint8 (3, 80, 96, 3)
     from_uint8 = features.extract(pictures, random_extractor, batch_size=2)
-    from_unit = features.extract(pictures / 127.5 - 1.0, random_extractor)  # [-1, 1]
-    from_zero_one = features.extract(pictures / 255.0, random_extractor)  # [0, 1]
+    from_unit = features.extract(pictures / 127.5 - 1.0, random_extractor, value_range=(-1, 1))
+    from_zero_one = features.extract(pictures / 255.0, random_extractor, value_range=(0, 1))
     assert from_uint8.shape == (3, features.FEATURE_DIM) and from_uint8.dtype == np.float32
     assert_same(from_unit, from_uint8)
     assert_same(from_zero_one, from_uint8)
     assert_different(from_uint8[0], from_uint8[1])  # different pictures, different rows
     assert_different(features.extract(255 - pictures, random_extractor), from_uint8)
+
+
+def test_keras_inception_sees_its_own_preprocessing(random_inception, rng):
+    """The features are the trunk's on x / 127.5 - 1 (keras' inception_v3.preprocess_input):
+    tests comparing the extractor with itself would pass without that scaling."""
+    extractor, trunk = random_inception
+    pictures = np.stack([smooth_image(rng, 299, 299) for _ in range(2)])  # no resizing
+    expected = trunk(pictures.astype(np.float32) / 127.5 - 1.0, training=False).numpy()
+    assert_same(features.extract(pictures, extractor), expected)
+
+
+def _scaled(array, value_range=None):
+    """What image_dataset makes of an array: float32 (N, H, W, 3) in [0, 255]."""
+    ds, count, files = features.image_dataset(array, value_range)
+    assert count == len(array) and files == []
+    return np.stack(list(ds.as_numpy_iterator()))
+
+
+def test_array_value_ranges_are_given_not_guessed(rng):
+    pictures = rng.integers(0, 256, size=(2, 5, 6, 3)).astype(np.uint8)
+    expected = pictures.astype(np.float32)
+    np.testing.assert_array_equal(_scaled(pictures), expected)
+    unit = pictures / 127.5 - 1.0
+    np.testing.assert_allclose(_scaled(unit, (-1, 1)), expected, atol=1e-3)
+    # [-1, 1] data that happens to be all positive is still [-1, 1]: given, not guessed
+    np.testing.assert_allclose(_scaled(np.abs(unit), (-1, 1)), (np.abs(unit) + 1) * 127.5,
+                               atol=1e-3)
+    np.testing.assert_allclose(_scaled(pictures / 255.0, (0, 1)), expected, atol=1e-3)
+    np.testing.assert_allclose(_scaled(expected, (0, 255)), expected)
+    # a generator's output a hair outside [-1, 1] is clipped into [0, 255]
+    overshoot = np.clip(unit * 1.005, -1.005, 1.005)
+    scaled = _scaled(overshoot, (-1, 1))
+    assert scaled.min() == 0.0 and scaled.max() == 255.0
+    uint16 = pictures.astype(np.uint16)
+    for array, value_range, message in [
+        (unit, None, r"dtype float64, values from -1 to 1, needs value_range=\(low, high\)"),
+        (uint16, None, "dtype uint16, values from 0 to 255, needs value_range"),
+        (pictures[:0], None, r"no images: the array has shape \(0, 5, 6, 3\)"),
+        (expected, (-1, 1), r"value_range \(-1, 1\), but the images' values run from 0 to 255"),
+        (pictures > 0, (0, 1), "integers or floats, got dtype bool"),
+        (unit, (1, -1), "low < high"),
+        (unit, (0, 1, 2), "must be \\(low, high\\)"),
+        (np.full((1, 2, 2, 3), np.nan), (0, 1), "NaN or infinity"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            features.image_dataset(array, value_range)
+    np.testing.assert_array_equal(_scaled(uint16, (0, 255)), expected)  # other types: given
 
 
 def test_shards_folder(random_extractor):
@@ -70,16 +128,22 @@ def test_generator_translations(random_extractor, rng):
     assert_different(changed, real)
 
 
-def test_cache_hit_then_invalidated_by_a_changed_file(weights_file, tmp_path, rng, monkeypatch):
+def _pictures_and_extractor(weights_file, tmp_path, rng, monkeypatch):
+    """A folder of 3 pictures, and an extractor with cached-able weights that counts its calls."""
     folder = tmp_path / "pictures"
     folder.mkdir()
     for i in range(3):
-        Image.fromarray(smooth_image(rng, 64, 64)).save(folder / f"{i}.png")
+        Image.fromarray(smooth_image(rng, 48, 48)).save(folder / f"{i}.png")
     extractor = features.inception(str(weights_file))
-    assert extractor.key and "weights inception_random.weights.h5" in extractor.name
     calls = []
     original = extractor._fn
     monkeypatch.setattr(extractor, "_fn", lambda x: calls.append(len(x)) or original(x))
+    return folder, extractor, calls
+
+
+def test_cache_hit_then_invalidated_by_a_changed_file(weights_file, tmp_path, rng, monkeypatch):
+    folder, extractor, calls = _pictures_and_extractor(weights_file, tmp_path, rng, monkeypatch)
+    assert extractor.key and "weights inception_random.weights.h5" in extractor.name
     cache = tmp_path / "cache"
 
     first = features.extract(folder, extractor, cache=cache)
@@ -88,11 +152,59 @@ def test_cache_hit_then_invalidated_by_a_changed_file(weights_file, tmp_path, rn
     assert calls == [3]  # served from the cache
     np.testing.assert_array_equal(first, second)
 
-    Image.fromarray(smooth_image(rng, 64, 64)).save(folder / "1.png")  # new content, same name
+    Image.fromarray(smooth_image(rng, 48, 48)).save(folder / "1.png")  # new content, same name
     third = features.extract(folder, extractor, cache=cache)
     assert calls == [3, 3]
     np.testing.assert_array_equal(third[0], first[0])
     assert_different(third[1], first[1])
+
+
+def test_a_damaged_cache_file_is_computed_again(weights_file, tmp_path, rng, monkeypatch, caplog):
+    folder, extractor, calls = _pictures_and_extractor(weights_file, tmp_path, rng, monkeypatch)
+    cache = tmp_path / "cache"
+    first = features.extract(folder, extractor, cache=cache)
+    (path,) = (cache / "features").glob("*.npy")
+    whole = path.read_bytes()
+    for damage in (whole[: len(whole) // 2], whole[:50], b"",  # cut short: body, header, all
+                   None):  # a whole .npy of another shape
+        if damage is None:
+            np.save(path, np.zeros((2, features.FEATURE_DIM), np.float32))
+        else:
+            path.write_bytes(damage)
+        calls.clear()
+        caplog.clear()
+        again = features.extract(folder, extractor, cache=cache)
+        assert calls == [3], damage  # computed again, not read
+        np.testing.assert_allclose(again, first, rtol=1e-5)
+        assert f"cached features {path} are damaged" in caplog.text
+        np.testing.assert_array_equal(np.load(path), again)  # and the cache is whole again
+    calls.clear()
+    features.extract(folder, extractor, cache=cache)
+    assert calls == []
+
+
+def test_a_cache_that_cannot_be_written_is_a_warning(weights_file, tmp_path, rng, monkeypatch,
+                                                     caplog):
+    folder, extractor, calls = _pictures_and_extractor(weights_file, tmp_path, rng, monkeypatch)
+    expected = features.extract(folder, extractor, cache=False)
+    not_a_folder = tmp_path / "cache_file"
+    not_a_folder.write_text("a file, not a folder")
+    monkeypatch.setenv("GHIBLI_KERAS_CACHE", str(not_a_folder))
+    got = features.extract(folder, extractor, description="REAL")  # cache=True: the env folder
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert "REAL: could not write the feature cache " + str(not_a_folder / "features") in caplog.text
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "save", disk_full)
+    caplog.clear()
+    cache = tmp_path / "cache"
+    got = features.extract(folder, extractor, cache=cache)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert "No space left on device" in caplog.text
+    assert list((cache / "features").iterdir()) == []  # no temporary left behind
+    assert calls == [3, 3, 3]
 
 
 def test_ttur_graph_is_fed_at_expand_dims_and_read_at_pool_3(tmp_path, rng):

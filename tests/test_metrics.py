@@ -1,5 +1,7 @@
 """FID, KID and MiFID against closed forms and hand computations (numpy only)."""
 
+import logging
+import math
 import warnings
 
 import numpy as np
@@ -86,9 +88,83 @@ def test_kid_matches_a_direct_computation():
     xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
     yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
     xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / (m * m)
-    got = metrics.kid(x, y, subsets=1, subset_size=30)  # the whole sets, permuted
+    got = metrics.kid(x, y, subsets=1, subset_size=30)  # the whole sets
     assert got.mean == pytest.approx(xx + yy - 2 * xy, rel=1e-9)
-    assert got.std == 0.0
+    assert math.isnan(got.std)  # no spread over subsets that are all the whole sets
+
+
+def test_kid_of_two_whole_sets_is_computed_once_with_no_std(monkeypatch):
+    """m == N == M: every subset is both whole sets, so 100 subsets would repeat one number
+    (and report a std of 1e-16). When only one set is whole, the other is still subsampled."""
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(40, 8)), rng.normal(size=(40, 8)) + 0.2
+    assert math.isnan(metrics.kid(x, y, subsets=100, subset_size=1000).std)
+    calls = []
+    original = metrics._mmd2
+    monkeypatch.setattr(metrics, "_mmd2", lambda a, b: calls.append(len(a)) or original(a, b))
+    whole = metrics.kid(x, y, subsets=100, subset_size=1000)
+    assert calls == [40] and math.isnan(whole.std)
+    assert whole.mean == pytest.approx(metrics.kid(x, y[::-1], subset_size=40).mean, rel=1e-9)
+    calls.clear()
+    one_whole = metrics.kid(x, np.concatenate([y, y + 0.1]), subsets=10, subset_size=1000)
+    assert calls == [40] * 10 and np.isfinite(one_whole.std) and one_whole.std > 1e-6
+    calls.clear()
+    smaller = metrics.kid(x, y, subsets=10, subset_size=30)  # subsets of both: a real spread
+    assert calls == [30] * 10 and smaller.std > 1e-6
+
+
+def test_frechet_distance_refuses_nan_and_infinity():
+    """max(0.0, nan) is 0.0: a NaN mean used to score a perfect FID of 0."""
+    mu, sigma = np.zeros(4), np.eye(4)
+    for args, name in [((np.full(4, np.nan), sigma, mu, sigma), "mu1"),
+                       ((mu, sigma, np.array([0, np.inf, 0, 0]), sigma), "mu2"),
+                       ((mu, np.full((4, 4), np.nan), mu, sigma), "sigma1"),
+                       ((mu, sigma, mu, np.diag([1.0, np.inf, 1.0, 1.0])), "sigma2")]:
+        with pytest.raises(ValueError, match=f"{name} contains NaN or infinity"):
+            metrics.frechet_distance(*args)
+
+
+def test_a_failed_square_root_is_an_error_and_rounding_is_clamped(monkeypatch):
+    rng = np.random.default_rng(8)
+    mu, sigma = rng.normal(size=8), _spd(rng, 8)
+    assert metrics.frechet_distance(mu, sigma, mu, sigma) < 1e-9
+    exact = metrics._sqrtm
+    # A root a hair too large: rounding below zero, which counts as 0.
+    monkeypatch.setattr(metrics, "_sqrtm", lambda product: exact(product) * (1 + 1e-9))
+    assert metrics.frechet_distance(mu, sigma, mu, sigma) == 0.0
+    # A root 1.5 times too large, before and after the offset: far below zero, not a score.
+    monkeypatch.setattr(metrics, "_sqrtm", lambda product: exact(product) * 1.5)
+    with pytest.raises(ValueError, match=r"came out as -[\d.]+, below zero .*square root .* failed"):
+        metrics.frechet_distance(mu, sigma, mu, sigma)
+
+
+def test_sqrtm_retried_with_a_diagonal_offset(monkeypatch, caplog):
+    """sqrtm's first root is not finite: the second, with `eps` added to both diagonals, is
+    used, and matches an eigenvalue computation of the offset covariances' root."""
+    rng = np.random.default_rng(9)
+    d, eps = 12, 0.05  # an offset large enough to tell from none
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    s1, s2 = _spd(rng, d), _spd(rng, d)
+    exact, calls = metrics._sqrtm, []
+
+    def failing_once(product):
+        calls.append(product)
+        return np.full_like(product, np.nan) if len(calls) == 1 else exact(product)
+
+    monkeypatch.setattr(metrics, "_sqrtm", failing_once)
+    with caplog.at_level(logging.WARNING, logger=metrics.__name__):
+        got = metrics.frechet_distance(mu1, s1, mu2, s2, eps=eps)
+    offset = eps * np.eye(d)
+    expected = (np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2)
+                - 2 * _trace_sqrt_product(s1 + offset, s2 + offset))
+    without_offset = metrics.frechet_distance(mu1, s1, mu2, s2)
+    assert len(calls) == 3  # the failed root, the retry; then the call without the failure
+    assert got == pytest.approx(expected, rel=1e-9)
+    assert abs(got - without_offset) > 1e-3 * without_offset  # the offset did take effect
+    assert "singular; adding 0.05 to the diagonals" in caplog.text
+    monkeypatch.setattr(metrics, "_sqrtm", lambda product: np.full_like(product, np.inf))
+    with pytest.raises(ValueError, match="no finite square root"):
+        metrics.frechet_distance(mu1, s1, mu2, s2)
 
 
 def test_memorization_distance_as_kaggle():

@@ -62,6 +62,20 @@ def test_weights_from_a_path_are_the_saved_ones(vgg_weights_file, extractor):
     np.testing.assert_array_equal(extractor.get_layer("block1_conv1").kernel.numpy(), expected)
 
 
+def test_first_layer_sees_bgr_less_the_imagenet_mean(extractor):
+    """block1_conv1 as a convolution taken here: VGG19 was trained on caffe's input, BGR in
+    [0, 255] less the ImageNet mean per channel; an RGB picture fed as it is would still run."""
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 1, size=(2, 32, 40, 3)).astype(np.float32)  # RGB in [0, 1]
+    layer = extractor.get_layer("block1_conv1")
+    kernel, bias = layer.kernel.numpy(), layer.bias.numpy()  # (3, 3, 3, 64), (64,)
+    assert np.abs(kernel[:, :, 0] - kernel[:, :, 2]).max() > 1e-2  # B and R weigh differently
+    caffe = x[..., ::-1] * 255.0 - np.array([103.939, 116.779, 123.68], np.float32)  # BGR
+    expected = np.maximum(tf.nn.conv2d(caffe, kernel, 1, "SAME").numpy() + bias, 0.0)
+    got = extractor(x)["block1_conv1"].numpy()  # (2, 32, 40, 64)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-3)
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
 def test_total_loss_decreases(extractor, optimizer):
     content, style = pictures()
