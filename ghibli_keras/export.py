@@ -4,7 +4,8 @@ The SavedModel, written with `keras.export.ExportArchive` straight into DIR, has
 
   serving_default  image_bytes: string (N,) of JPEG/PNG bytes  ->  image_bytes: string (N,),
                    JPEG (quality 95) of the same size as each input as shown (a JPEG turned
-                   by its EXIF orientation, a PNG's transparency on white). TF Serving's REST API
+                   by its EXIF orientation, a PNG's transparency on white; a PNG's rare eXIf
+                   orientation is not read, unlike `translate`). TF Serving's REST API
                    takes inputs as {"b64": ...} and returns outputs named *_bytes base64-encoded.
                    Sizes the network cannot take are reflect-padded at the bottom and right and
                    cropped back; a picture with a side over 1024 is translated in
@@ -127,7 +128,8 @@ def _header_shape(data: tf.Tensor) -> tf.Tensor:
 
 def _decode_upright(data: tf.Tensor) -> tf.Tensor:
     """JPEG or PNG bytes -> uint8 `(H, W, 3)` as `translate` reads files: a JPEG turned by its
-    EXIF orientation, a PNG's transparency composited on white. Other formats are refused
+    EXIF orientation, a PNG's transparency composited on white (but a PNG's eXIf chunk, which
+    cameras do not write, is not read for an orientation). Other formats are refused
     (INVALID_ARGUMENT): their sizes are not read from a header, so `max_pixels` could only be
     checked after decoding, and a GIF of 200 kB can decode to gigabytes."""
     is_png = tf.strings.substr(data, 0, 8) == PNG_MAGIC

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Sequence, Union
 
 import numpy as np
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, UnidentifiedImageError
 
 from .errors import InputError
 from .files import atomic_path
@@ -136,16 +136,23 @@ def output_paths(inputs: Sequence[Union[str, os.PathLike]], out_dir: Path, fmt: 
             pairs.append((path, out_dir / path.with_suffix(f".{fmt}").name))
         else:
             raise InputError(f"{item!r}: no such file or folder")
-    seen: dict[Path, Path] = {}
-    inputs_resolved = {p.resolve() for p, _ in pairs}
+    seen: dict[str, Path] = {}
+    inputs = {_file_id(p) for p, _ in pairs}
     for src, dst in pairs:
-        if dst in seen:
-            raise InputError(f"{src} and {seen[dst]} would both be written to {dst}: "
+        key = os.path.normcase(str(dst)).casefold()  # one file where names ignore case (macOS)
+        if key in seen:
+            raise InputError(f"{src} and {seen[key]} would both be written to {dst}: "
                              f"translate them in separate runs or rename one")
-        if dst.resolve() in inputs_resolved:
+        if dst.exists() and _file_id(dst) in inputs:  # also IMG.JPG -> IMG.jpg on such disks
             raise InputError(f"{dst} is an input; choose another --out folder")
-        seen[dst] = src
+        seen[key] = src
     return pairs
+
+
+def _file_id(path: Path) -> tuple[int, int]:
+    """The file itself (device, inode), however its path is spelt."""
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino
 
 
 def read_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -227,15 +234,19 @@ def _opened(source: Source, max_pixels: int):
             raise ImageReadError(name, f"too many pixels ({e})") from None
         except (OSError, SyntaxError, ValueError) as e:
             raise ImageReadError(name, f"truncated or corrupt ({e})") from None
+        except Exception as e:  # a plugin's own failure on odd bytes (struct.error, TypeError...)
+            raise ImageReadError(name, f"cannot be decoded ({type(e).__name__}: {e})") from None
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
     """Pillow image of any mode -> uint8 (H, W, 3) sRGB, alpha composited on white."""
-    img = ImageOps.exif_transpose(img)
+    img = _upright(img)
     img = _to_8bit(img)
     if img.mode == "P":
         img = img.convert("RGBA")  # palettes may carry transparency
     elif img.mode in ("LA", "PA", "La", "RGBa"):
+        img = img.convert("RGBA")
+    elif img.mode in ("L", "RGB") and "transparency" in img.info:  # one colour (PNG's tRNS)
         img = img.convert("RGBA")
     icc = img.info.get("icc_profile")
     if icc and img.mode in ("RGB", "RGBA", "CMYK", "L"):
@@ -248,12 +259,38 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
 
 
+#: EXIF orientation -> the transpose that turns the picture upright (Pillow's exif_transpose).
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+            4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+            6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+ORIENTATION_TAG = 0x0112
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """`img` turned as its EXIF orientation says. Only the tag is read: `ImageOps.
+    exif_transpose` also writes the EXIF back, which fails (struct.error, TypeError) on odd
+    tags of pictures that decode well."""
+    method = _UPRIGHT.get(img.getexif().get(ORIENTATION_TAG))
+    return img if method is None else img.transpose(method)
+
+
 def _to_8bit(img: Image.Image) -> Image.Image:
-    """16-bit integer and float grayscale modes -> 8-bit 'L' (Pillow keeps RGB at 8 bits)."""
+    """16-bit integer and float grayscale modes -> 8-bit 'L' (Pillow keeps RGB at 8 bits),
+    or 'LA' where one grey value is transparent (a PNG's tRNS); the ICC profile is kept."""
     if img.mode.startswith("I;16") or img.mode == "I":
         pixels = np.asarray(img, dtype=np.float64)
         top = 65535.0 if pixels.max(initial=0) > 255 or img.mode.startswith("I;16") else 255.0
-        return Image.fromarray(np.clip(np.rint(pixels * 255.0 / top), 0, 255).astype(np.uint8), "L")
+        grey = np.clip(np.rint(pixels * 255.0 / top), 0, 255).astype(np.uint8)  # (H, W)
+        transparent = img.info.get("transparency")
+        if isinstance(transparent, int):  # compared at 16 bits, before the rounding
+            alpha = np.where(pixels == transparent, 0, 255).astype(np.uint8)
+            out = Image.fromarray(np.dstack([grey, alpha]), "LA")
+        else:
+            out = Image.fromarray(grey, "L")
+        if "icc_profile" in img.info:
+            out.info["icc_profile"] = img.info["icc_profile"]
+        return out
     if img.mode == "F":
         pixels = np.asarray(img, dtype=np.float64)
         scale = 255.0 if pixels.max(initial=0) <= 1.0 else 1.0

@@ -100,6 +100,44 @@ def test_exif_orientation_is_applied(tmp_path):
     assert out[:10, :, 0].mean() > 200 and out[10:, :, 0].mean() < 50  # red now on top
 
 
+def test_an_odd_exif_tag_does_not_stop_the_picture(tmp_path):
+    """Orientation 6 beside an ASCII value under a numeric tag (0x0116): Pillow decodes the
+    picture, but ImageOps.exif_transpose, writing the EXIF back, raised struct.error."""
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F], exif[0x8769] = 6, "Maker", {0x9003: "2020:01:01 00:00:00"}
+    raw = exif.tobytes().replace(b"\x01\x0f\x00\x02", b"\x01\x16\x00\x02")  # 0x010F -> 0x0116
+    path = _save(tmp_path, "odd.jpg", Image.new("RGB", (10, 12), (200, 30, 30)), exif=raw)
+    out = read_image(path)
+    assert out.shape == (10, 12, 3) and abs(int(out[..., 0].mean()) - 200) < 8  # turned upright
+
+
+def test_a_plugin_s_own_error_names_the_file(tmp_path, monkeypatch):
+    path = _save(tmp_path, "a.png", Image.new("RGB", (4, 4)))
+
+    def failing(img):
+        raise TypeError("unpack requires a buffer")
+
+    monkeypatch.setattr("ghibli_keras.images._to_rgb", failing)
+    with pytest.raises(ImageReadError, match=r"a.png.*cannot be decoded \(TypeError: unpack"):
+        read_image(path)
+
+
+def test_one_transparent_colour_is_white(tmp_path):
+    """A PNG whose tRNS chunk makes one grey or one RGB colour transparent (as the SavedModel
+    reads it), also at 16 bits, where the grey is compared before it is rounded to 8."""
+    grey = np.array([[7, 8], [9, 7]], np.uint8)
+    out = read_image(_save(tmp_path, "l.png", Image.fromarray(grey, "L"), transparency=7))
+    assert (out[0, 0] == 255).all() and (out[1, 1] == 255).all() and (out[0, 1] == 8).all()
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    rgb[0, 0] = [1, 2, 3]
+    out = read_image(_save(tmp_path, "rgb.png", Image.fromarray(rgb, "RGB"), transparency=(1, 2, 3)))
+    assert (out[0, 0] == 255).all() and (out[1, 1] == 0).all()
+    sixteen = np.array([[40000, 40001], [0, 65535]], np.uint16)
+    out = read_image(_save(tmp_path, "l16.png", Image.fromarray(sixteen), transparency=40000))
+    assert (out[0, 0] == 255).all() and (out[0, 1] == round(40001 / 65535 * 255)).all()
+    assert (out[1, 0] == 0).all()
+
+
 def _linear_rgb_icc() -> bytes:
     """A minimal ICC v2 RGB profile: sRGB primaries with a linear (gamma 1.0) tone curve."""
 
@@ -291,3 +329,17 @@ def test_encode_image_quality():
     assert images.encode_image(noisy, "PNG").startswith(b"\x89PNG")
     with pytest.raises(ValueError, match="'GIF'"):
         images.encode_image(noisy, "GIF")
+
+
+def test_output_names_that_differ_only_in_case_are_one_file(tmp_path):
+    """On a disk whose names ignore case (macOS, Windows) IMG.png and img.png are one file:
+    two inputs that would write them are refused everywhere; an output that is an input
+    (the same file, however spelt) too."""
+    for name in ("IMG.jpg", "img.png"):
+        Image.new("RGB", (4, 4)).save(tmp_path / name)
+    with pytest.raises(images.InputError, match="would both be written to"):
+        images.output_paths([tmp_path], tmp_path / "out", "png")
+    (tmp_path / "img.png").unlink()
+    (tmp_path / "link").symlink_to(tmp_path)
+    with pytest.raises(images.InputError, match="is an input"):
+        images.output_paths([tmp_path / "IMG.jpg"], tmp_path / "link", "jpg")
