@@ -39,11 +39,14 @@ FEATURES = {
 SHARD_SUFFIX = ".tfrec"
 JPEG_MAX_SIDE = 65535  # the format's limit (its sizes are 16-bit)
 PARTIAL_SUFFIX = ".partial"  # a shard being written; never matches `*.tfrec`
+REPLACED_SUFFIX = ".replaced"  # an old shard set aside while a new set takes its names
 DEFAULT_SHARD_SIZE = 256
 DEFAULT_JPEG_QUALITY = 95
 DEFAULT_SHUFFLE_BUFFER = 256  # serialized records (not decoded images) per domain
 
-_COUNT_IN_NAME = re.compile(r"-(\d+)\.tfrec(?:ord)?$")
+#: The count in a shard name as Kaggle and `ShardWriter` write it (`monet00-60.tfrec`): after
+#: a shard index of two digits or more. Not `train-00000-of-00002.tfrecord`, `styles-2024.tfrec`.
+_COUNT_IN_NAME = re.compile(r"\d{2}-(\d+)\.tfrec$")
 _TFRECORD_SUFFIXES = images.TFRECORD_SUFFIXES
 
 PathOrGlob = Union[str, os.PathLike]
@@ -88,7 +91,9 @@ class ShardWriter:
     Shards are written as `{prefix}{index:02d}.tfrec.partial` and renamed to their final names
     only when the whole set is complete (`close()`), so an interrupted run never leaves files
     that look like a finished set, nor half of a new set beside an old one. `close(replacing)`
-    then removes the old shards `replacing` names that the new set did not overwrite. `abort()`
+    sets the old shards `replacing` names aside (`*.tfrec.replaced`), renames the new set in,
+    then removes the old: an exception in between (Ctrl-C, a full disk) puts the old set back
+    as it was (only a kill -9 during the renames can leave a mix: write the set again). `abort()`
     removes everything this writer wrote. Use as a context manager: an exception aborts.
     """
 
@@ -138,12 +143,26 @@ class ShardWriter:
         `replacing` that were not overwritten. Returns the paths of all shards written."""
         if self._writer is not None:
             self._finish_shard()
-        for partial, final in self._finished:
-            os.replace(partial, final)
-            self.shards.append(final)
+        # the old set out of the way first, whole: an interruption puts it back as it was
+        aside = [(path, path.with_name(path.name + REPLACED_SUFFIX))
+                 for path in sorted(set(replacing)) if path.exists()]
+        try:
+            for path, moved in aside:
+                os.replace(path, moved)
+            for partial, final in self._finished:
+                os.replace(partial, final)
+                self.shards.append(final)
+        except BaseException:
+            for final in self.shards:
+                final.unlink(missing_ok=True)
+            self.shards = []
+            for path, moved in aside:
+                if moved.exists():
+                    os.replace(moved, path)
+            raise
         self._finished = []
-        for path in set(replacing) - set(self.shards):
-            path.unlink(missing_ok=True)
+        for _, moved in aside:
+            moved.unlink(missing_ok=True)
         return self.shards
 
     def abort(self) -> None:
@@ -347,7 +366,7 @@ def list_shards(files_or_glob: Files) -> list[str]:
             ]
         else:
             matches = tf.io.gfile.glob(pattern)
-        matches = [m for m in matches if not m.endswith(PARTIAL_SUFFIX)]
+        matches = [m for m in matches if not m.endswith((PARTIAL_SUFFIX, REPLACED_SUFFIX))]
         if not matches:
             raise InputError(
                 f"no TFRecord files match {pattern!r}: check the path, e.g. "

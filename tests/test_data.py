@@ -177,6 +177,29 @@ def test_overwrite_keeps_the_old_shards_until_the_new_set_is_complete(tmp_path, 
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p00-4.tfrec", "p01-1.tfrec"]
 
 
+def test_an_interrupted_overwrite_puts_the_old_set_back(tmp_path, rng, monkeypatch):
+    """Ctrl-C between the renames of a new set over an old one of the same names left a
+    fragment of the old set that looked complete (p01-1.tfrec alone)."""
+    _folder_of_pictures(tmp_path / "src", rng, 3)
+    old = data.write_tfrecords(tmp_path / "src", tmp_path / "out", "p", shard_size=2).shards
+    before = {p.name: p.read_bytes() for p in old}
+    _folder_of_pictures(tmp_path / "src2", rng, 4)
+    real, renamed = os.replace, []
+
+    def interrupted(src, dst):
+        if str(src).endswith(".partial"):
+            renamed.append(dst)
+            if len(renamed) == 2:
+                raise KeyboardInterrupt  # before the second new shard's rename
+        real(src, dst)
+
+    monkeypatch.setattr(data.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        data.write_tfrecords(tmp_path / "src2", tmp_path / "out", "p", shard_size=2, overwrite=True)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+
+
 def test_shards_get_their_final_names_only_when_the_set_is_complete(tmp_path):
     jpeg = data.encode_jpeg(np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(RuntimeError):
@@ -240,6 +263,8 @@ def test_kaggle_schema_written_by_plain_tensorflow(tmp_path, rng):
     got = list(data.load_tfrecords(str(tmp_path / "monet*.tfrec")).as_numpy_iterator())
     assert len(got) == 3 and all(g.shape == (20, 20, 3) and g.dtype == np.uint8 for g in got)
     assert data.count_in_name("monet00-3.tfrec") == 3 and data.count_in_name("nocount.tfrec") is None
+    for other in ("train-00000-of-00002.tfrecord", "styles-2024.tfrec", "a-7.tfrec"):
+        assert data.count_in_name(other) is None, other  # not a count: read them to count
     assert data.count_images(str(tmp_path / "nocount.tfrec")) == 3
     assert data.count_images(tmp_path) == 6
 
