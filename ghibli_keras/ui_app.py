@@ -7,6 +7,8 @@ page also runs under `streamlit.testing.v1.AppTest`.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -20,6 +22,7 @@ PICTURE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 CYCLEGAN, STYLE_TRANSFER = "CycleGAN", "Style transfer"
 CYCLEGAN_SIDES = [256, 512, 1024, 2048]  # the longer side the photo is shrunk to first
 STYLE_SIDES = [128, 256, 384, 512]
+RESULT_KEYS = ("result", "how", "original", "download_name", "request")
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=1)
@@ -62,6 +65,12 @@ def read_upload(upload, what: str, max_pixels: int):
         st.error(f"**{upload.name}** cannot be used as the {what}: {e.reason}. "
                  f"Upload a JPEG, PNG or WebP picture.")
         return None
+
+
+def content_id(upload) -> str:
+    """What an upload holds (its bytes' SHA-1), or "" without one: a result is shown only
+    beside the upload and settings it was made from."""
+    return "" if upload is None else hashlib.sha1(upload.getvalue()).hexdigest()
 
 
 def run_cyclegan(photo: np.ndarray, model: str, side: int) -> tuple[np.ndarray, str]:
@@ -126,6 +135,12 @@ def main() -> None:
     if method == CYCLEGAN and not model:
         st.info("Give a model in the sidebar (or start with `ghibli-keras ui --model PATH`).")
         ready = False
+    settings = ((model, side) if method == CYCLEGAN
+                else (weights, steps, side, content_id(style_upload)))
+    request = (content_id(upload), method, *settings)  # what a result shown must come from
+    if st.session_state.get("request") != request:  # another upload or setting: not its result
+        for key in RESULT_KEYS:
+            st.session_state.pop(key, None)
     if st.button("Translate" if method == CYCLEGAN else "Stylize", type="primary",
                  disabled=not ready, key="run"):
         try:
@@ -135,13 +150,17 @@ def main() -> None:
                 result, how = run_cyclegan(photo, model, side)
             else:
                 result, how = run_style_transfer(photo, style, weights, steps, side)
-        except InputError as e:
-            st.error(str(e))
-            for key in ("result", "how", "original", "download_name"):  # not the last run's
+        except Exception as e:  # InputError, or the run's own failure (memory...): one message
+            if not isinstance(e, InputError):
+                logging.getLogger("ghibli_keras").exception("the %s run failed", method)
+            st.error(str(e) if isinstance(e, InputError) else
+                     f"The {method.lower()} failed: {type(e).__name__}: {e}")
+            for key in RESULT_KEYS:  # not the last run's
                 st.session_state.pop(key, None)
         else:
-            name = Path(upload.name).stem
-            st.session_state.update(result=result, how=how, original=photo,
+            name = Path(upload.name).stem  # beside it, the photo at the side the result has
+            st.session_state.update(result=result, how=how, request=request,
+                                    original=images.resize_longer_side(photo, side, enlarge=False),
                                     download_name=f"{name}_ghibli.jpg")
 
     if "result" in st.session_state and photo is not None:

@@ -199,3 +199,47 @@ def test_ui_refuses_a_busy_port_and_an_address_of_another_machine():
     args = cli.build_parser().parse_args(["ui", "--address", "192.0.2.1"])  # TEST-NET-1
     with pytest.raises(cli.InputError, match="--address 192.0.2.1 --port 8501: cannot listen"):
         cli.ui_command(args)
+
+
+def png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.slow
+def test_a_result_is_shown_only_beside_what_it_was_made_from(monkeypatch, trained_workdir, rng):
+    """Another upload, or another method, hides the last result (the first photo's result and
+    its download were shown under the second photo); a panorama wider than a PNG or JPEG can
+    hold is shown at the side it was translated at (showing the upload raised); a run's own
+    failure is one message, not a traceback."""
+    app = start(monkeypatch, **{env.MODEL: trained_workdir})
+    app.file_uploader(key="photo").upload("first.jpg", jpeg(smooth_image(rng, 40, 60)),
+                                          "image/jpeg").run()
+    app.button(key="run").click().run()
+    assert app.session_state["download_name"] == "first_ghibli.jpg" and app.get("download_button")
+    app.file_uploader(key="photo").upload("second.jpg", jpeg(smooth_image(rng, 48, 64)),
+                                          "image/jpeg").run()
+    assert not app.exception and not app.get("image") and not app.get("download_button")
+    app.button(key="run").click().run()
+    assert app.session_state["download_name"] == "second_ghibli.jpg"
+    app.radio(key="method").set_value("Style transfer").run()
+    assert not app.exception and not app.get("image") and not app.get("download_button")
+    app.radio(key="method").set_value("CycleGAN").run()
+
+    line = np.tile(smooth_image(rng, 1, 700), (1, 100, 1))  # 1 × 70,000 pixels
+    app.file_uploader(key="photo").upload("line.png", png(line), "image/png").run()
+    app.button(key="run").click().run()
+    assert not app.exception and not app.error, (app.exception, app.error)
+    assert app.session_state["original"].shape == (1, 1024, 3)
+    assert app.session_state["result"].shape == (1, 1024, 3)
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 12.0 GiB")
+
+    monkeypatch.setattr(inference, "translate_image", out_of_memory)
+    app.button(key="run").click().run()
+    assert not app.exception, app.exception
+    assert [e.value for e in app.error] == [
+        "The cyclegan failed: MemoryError: Unable to allocate 12.0 GiB"]
+    assert "result" not in app.session_state
