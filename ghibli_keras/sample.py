@@ -203,10 +203,14 @@ def build_sample_dataset(out_root: Path, recipe: SampleRecipe = SampleRecipe()) 
     for domain, records in domains.items():
         folder = Path(out_root) / domain
         staging = Path(tempfile.mkdtemp(prefix=f".{domain}-", dir=out_root))
-        with data.ShardWriter(staging, domain, shard_size=recipe.photos_per_domain) as writer:
-            for name, image in records:
-                jpeg = data.encode_jpeg(image, recipe.jpeg_quality)
-                writer.write(data.make_example(name, jpeg, domain))
+        try:
+            with data.ShardWriter(staging, domain, shard_size=recipe.photos_per_domain) as writer:
+                for name, image in records:
+                    jpeg = data.encode_jpeg(image, recipe.jpeg_quality)
+                    writer.write(data.make_example(name, jpeg, domain))
+        except BaseException:  # the writer removed its shards; the hidden folder goes too
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         if folder.exists():
             shutil.rmtree(folder)
         staging.rename(folder)  # the whole domain appears at once

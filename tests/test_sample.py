@@ -78,3 +78,22 @@ def test_recipe_rebuilds_the_committed_shards(tmp_path):
         # JPEG rounding: within 2 levels everywhere on the Xeon the shards were built on; on a
         # Zen 5 CPU the stylization moved a few pixels of 3 pictures (8e-6 of the values, by up to 8)
         assert off <= 1e-3 * total, f"{domain}: {off} of {total} values differ by more than 2"
+
+
+def test_an_interrupted_rebuild_leaves_no_hidden_folder(tmp_path, monkeypatch):
+    """A domain is written in a hidden staging folder and renamed whole; interrupted, that
+    folder goes too (it was left as `.photo-XXXX` in the output root)."""
+    pytest.importorskip("skimage")
+    written = []
+
+    def interrupted(name, jpeg, target):
+        written.append(name)
+        if len(written) == 3:
+            raise KeyboardInterrupt
+        return real(name, jpeg, target)
+
+    real = data.make_example
+    monkeypatch.setattr(data, "make_example", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sample.build_sample_dataset(tmp_path)
+    assert list(tmp_path.iterdir()) == []
