@@ -9,6 +9,7 @@ same workdir resumes the run, so it must ask for the same settings but `RERUN_MA
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import os
 from pathlib import Path
@@ -24,6 +25,8 @@ LOCK_FILE = ".lock"
 #: lower learning rate after a loss became NaN (the optimizers' steps come from the backup).
 RERUN_MAY_CHANGE = ("epochs", "decay_epochs", "learning_rate", "metrics_every",
                     "inception_weights", "max_hours")
+#: What a run makes in its workdir before config.json: a run killed then left only these.
+MADE_BEFORE_CONFIG = (LOCK_FILE, "tensorboard")
 SHARD_FIELDS = ("photos", "styles", "heldout_photos")  # paths: compared as the files they name
 
 
@@ -52,13 +55,28 @@ def finished_epochs(workdir: Path) -> Optional[int]:
 
 
 def _same_shards(a: Optional[str], b: Optional[str]) -> bool:
-    """Two shard paths name the same files: equal, or equal once made absolute (the presets'
-    sample shards are found from any folder, relative in a checkout, absolute elsewhere)."""
+    """Two shard paths name the same files: equal, equal once made absolute (the presets'
+    sample shards are found from any folder, relative in a checkout, absolute elsewhere), or
+    a folder and a glob of the same shards."""
     if a == b:
         return True
     if not a or not b or "://" in a or "://" in b:
         return False
-    return os.path.abspath(locate_sample(a)) == os.path.abspath(locate_sample(b))
+    if os.path.abspath(locate_sample(a)) == os.path.abspath(locate_sample(b)):
+        return True
+    files = _shard_files(a)
+    return bool(files) and files == _shard_files(b)
+
+
+def _shard_files(pattern: str) -> set:
+    """The shard files a folder or glob names, as absolute paths (what `data.list_shards`
+    reads, without TensorFlow)."""
+    from .images import TFRECORD_SUFFIXES
+
+    path = Path(locate_sample(pattern))
+    if path.is_dir():
+        return {os.path.abspath(p) for p in path.iterdir() if p.name.endswith(TFRECORD_SUFFIXES)}
+    return {os.path.abspath(m) for m in glob.glob(str(path)) if os.path.isfile(m)}
 
 
 def check(config: Config, workdir) -> None:
@@ -77,7 +95,7 @@ def check(config: Config, workdir) -> None:
         raise InputError(f"--workdir {str(workdir)!r} exists and is not a folder")
     path = workdir / CONFIG
     if not path.exists():
-        others = sorted(p.name for p in workdir.iterdir() if p.name != LOCK_FILE)
+        others = sorted(p.name for p in workdir.iterdir() if p.name not in MADE_BEFORE_CONFIG)
         if others:
             shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
             raise InputError(f"{workdir} is not the workdir of a ghibli-keras run (no {CONFIG}) "

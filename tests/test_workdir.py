@@ -27,6 +27,7 @@ def test_a_folder_of_other_files_is_not_taken_for_a_workdir(tmp_path):
     (tmp_path / "empty").mkdir()
     workdir.check(config, tmp_path / "empty")
     (tmp_path / "empty" / ".lock").write_text("")  # a run killed before its config.json
+    (tmp_path / "empty" / "tensorboard").mkdir()  # (the KID/FID callback's writer, made first)
     workdir.check(config, tmp_path / "empty")
     home = tmp_path / "home"
     (home / "backup").mkdir(parents=True)
@@ -95,3 +96,15 @@ def test_the_sample_shards_are_the_same_from_any_folder(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="holds a run with data.styles="):
         workdir.check(absolute.override(**{"data.styles": f"{REPO}/tfrecords/sample/photo/*.tfrec"}),
                       run)
+
+
+def test_a_folder_of_shards_and_their_glob_are_the_same_setting(tmp_path):
+    shards = tmp_path / "photos"
+    shards.mkdir()
+    for name in ("p00-2.tfrec", "p01-1.tfrec"):
+        (shards / name).write_bytes(b"")
+    config = tiny_test_config(**{"data.photos": str(shards)})
+    run = _started_run(tmp_path / "run", config)
+    workdir.check(config.override(**{"data.photos": f"{shards}/*.tfrec"}), run)
+    with pytest.raises(InputError, match="holds a run with data.photos="):
+        workdir.check(config.override(**{"data.photos": f"{shards}/p00*.tfrec"}), run)
