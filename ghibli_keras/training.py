@@ -188,9 +188,12 @@ def build_model(config: Config, steps_per_epoch: int, jit_compile: bool = False)
         image_size=config.data.image_size,
     )
     total = t.epochs * steps_per_epoch
-    schedule = LinearDecay(t.learning_rate, total, (t.epochs - t.decay_epochs) * steps_per_epoch)
+    decay_start = (t.epochs - t.decay_epochs) * steps_per_epoch
+    # D's optimizers do not count the warm-up steps: their schedule adds them back
+    schedules = [LinearDecay(t.learning_rate, total, decay_start, offset=offset)
+                 for offset in (0, 0, t.warmup_steps, t.warmup_steps)]  # G, F, D_X, D_Y
     model.compile(
-        *[keras.optimizers.Adam(schedule, beta_1=t.beta_1) for _ in range(4)],
+        *[keras.optimizers.Adam(schedule, beta_1=t.beta_1) for schedule in schedules],
         gan_loss=t.gan_loss,
         lambda_cycle=t.lambda_cycle,
         lambda_identity=t.lambda_identity,

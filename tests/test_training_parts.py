@@ -105,6 +105,9 @@ def test_linear_decay_values_and_config():
     values = [float(s(step)) for step in (0, 99, 100, 150, 199, 200, 250)]
     np.testing.assert_allclose(values, [2e-4, 2e-4, 2e-4, 1e-4, 2e-6, 0.0, 0.0], rtol=1e-5, atol=1e-12)
     assert LinearDecay.from_config(s.get_config()).get_config() == s.get_config()
+    shifted = LinearDecay(2e-4, total_steps=200, decay_start=100, offset=50)
+    assert float(shifted(100)) == float(s(150))
+    assert LinearDecay.from_config(shifted.get_config()).offset == 50
     with pytest.raises(ValueError, match="decay_start"):
         LinearDecay(1e-3, total_steps=10, decay_start=11)
 
@@ -175,3 +178,22 @@ def test_a_resumed_log_keeps_its_columns(tmp_path):
     logger.on_epoch_end(0, {"cycle_loss": 0.7, "val_cycle_loss": 0.6})
     logger.on_train_end()
     assert fresh.read_text().splitlines()[0] == "epoch,cycle_loss,val_cycle_loss"
+
+
+def test_after_the_warm_up_all_four_learning_rates_decay_together():
+    """The discriminators' optimizers do not count the generator-only warm-up steps; their
+    schedule adds them back (D's rate lagged by warmup_steps and never reached 0)."""
+    from conftest import tiny_test_config
+    from ghibli_keras import training
+
+    config = tiny_test_config(**{"train.warmup_steps": 2, "train.epochs": 2,
+                                 "train.decay_epochs": 1, "train.steps_per_execution": 1})
+    model = training.build_model(config, steps_per_epoch=3)  # 6 steps, decay from step 3
+    x = tf.random.stateless_uniform((1, 32, 32, 3), (1, 2), -1.0, 1.0)
+    model.fit(tf.data.Dataset.from_tensors((x, x)).repeat(), steps_per_epoch=5, shuffle=False,
+              verbose=0)
+    steps = {k: int(o.iterations.numpy()) for k, o in model.optimizers.items()}
+    assert steps == {"g": 5, "f": 5, "d_x": 3, "d_y": 3}
+    rates = {k: float(o.learning_rate) for k, o in model.optimizers.items()}
+    expected = config.train.learning_rate * (1 - (5 - 3) / 3)
+    assert rates["d_x"] == rates["d_y"] == rates["g"] == rates["f"] == pytest.approx(expected)
