@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Optional
@@ -15,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from .errors import TrainingDiverged
-from .files import atomic_path, mark_epoch
+from .files import atomic_path, write_backup
 
 
 def to_uint8(images) -> np.ndarray:
@@ -115,20 +113,11 @@ class MarkedBackupAndRestore(keras.callbacks.BackupAndRestore):
     (the run resumes from the pair before, kept by `double_checkpoint`)."""
 
     def _save_model(self):
-        weights, metadata = Path(self._weights_path), Path(self._training_metadata_path)
-        weights.parent.mkdir(parents=True, exist_ok=True)
-        if self.double_checkpoint:
-            for latest, previous in ((weights, self._prev_weights_path),
-                                     (metadata, self._prev_training_metadata_path)):
-                if latest.exists():
-                    with atomic_path(previous) as tmp:
-                        shutil.copyfile(latest, tmp)
-        with atomic_path(weights) as tmp:  # ".tmp-PID-latest.weights.h5": Keras' suffix kept
-            self.model.save_weights(tmp, overwrite=True)
-            mark_epoch(tmp, self._current_epoch)
-        with atomic_path(metadata) as tmp:
-            tmp.write_text(json.dumps({"epoch": self._current_epoch,
-                                       "batch": self._last_batch_seen}))
+        previous = (Path(self._prev_weights_path), Path(self._prev_training_metadata_path))
+        write_backup(lambda path: self.model.save_weights(path, overwrite=True),
+                     Path(self._weights_path), Path(self._training_metadata_path),
+                     {"epoch": self._current_epoch, "batch": self._last_batch_seen},
+                     previous if self.double_checkpoint else None)
 
 
 def backup_and_restore(backup_dir, keep=lambda: False) -> tuple[keras.callbacks.Callback,

@@ -7,8 +7,9 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 
 @contextlib.contextmanager
@@ -42,6 +43,24 @@ def mark_epoch(weights: Path, epoch: int) -> None:
 
     with h5py.File(weights, "a") as f:
         f.attrs[EPOCH_ATTRIBUTE] = epoch
+
+
+def write_backup(save_weights: Callable[[Path], None], weights: Path, metadata: Path,
+                 content: dict, previous: Optional[tuple[Path, Path]] = None) -> None:
+    """A backup pair: `save_weights(path)` writes the `.weights.h5`, marked with
+    `content["epoch"]` (`mark_epoch`), then `content` as the JSON `metadata`, each under a
+    temporary name and renamed; with `previous`, the pair there before is first copied to
+    those two paths (a kill at any moment leaves a whole pair to resume from)."""
+    if previous is not None:
+        for latest, kept in zip((weights, metadata), previous):
+            if latest.exists():
+                with atomic_path(kept) as tmp:
+                    shutil.copyfile(latest, tmp)
+    with atomic_path(weights) as tmp:  # ".tmp-PID-NAME.weights.h5": Keras' suffix kept
+        save_weights(tmp)
+        mark_epoch(tmp, content["epoch"])
+    with atomic_path(metadata) as tmp:
+        tmp.write_text(json.dumps(content))
 
 
 def checkpoint_epoch(weights: Path, metadata: Path) -> Optional[int]:

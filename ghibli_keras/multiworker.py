@@ -18,7 +18,6 @@ epoch's weights and another's metadata (a kill between the two renames) is not t
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import shutil
 import tempfile
@@ -29,7 +28,7 @@ import tensorflow as tf
 
 from . import callbacks as cb
 from . import strategy as strategies
-from .files import atomic_path, checkpoint_epoch, mark_epoch
+from .files import atomic_path, checkpoint_epoch, write_backup
 
 log = logging.getLogger("ghibli_keras")
 
@@ -50,15 +49,8 @@ class LoopHistory:
 
 
 def _save_backup(model, backup: Path, epoch: int) -> None:
-    backup.mkdir(parents=True, exist_ok=True)
-    for name, previous in zip((WEIGHTS, METADATA), PREVIOUS):
-        if (backup / name).exists():
-            shutil.copyfile(backup / name, backup / previous)
-    with atomic_path(backup / WEIGHTS) as tmp:
-        model.save_weights(tmp)
-        mark_epoch(tmp, epoch)  # a kill before the metadata's rename leaves a pair that differs
-    with atomic_path(backup / METADATA) as tmp:
-        tmp.write_text(json.dumps({"epoch": epoch}))
+    write_backup(model.save_weights, backup / WEIGHTS, backup / METADATA, {"epoch": epoch},
+                 previous=(backup / PREVIOUS[0], backup / PREVIOUS[1]))
 
 
 def _backups(backup: Path, warn: bool = True):

@@ -9,7 +9,6 @@ same workdir resumes the run, so it must ask for the same settings but `RERUN_MA
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import os
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Optional
 
 from .config import Config, locate_sample
 from .errors import InputError
+from .images import resolve_files
 
 CONFIG = "config.json"
 DONE = "done.json"
@@ -69,14 +69,12 @@ def _same_shards(a: Optional[str], b: Optional[str]) -> bool:
 
 
 def _shard_files(pattern: str) -> set:
-    """The shard files a folder or glob names, as absolute paths (what `data.list_shards`
-    reads, without TensorFlow)."""
-    from .images import TFRECORD_SUFFIXES
-
-    path = Path(locate_sample(pattern))
-    if path.is_dir():
-        return {os.path.abspath(p) for p in path.iterdir() if p.name.endswith(TFRECORD_SUFFIXES)}
-    return {os.path.abspath(m) for m in glob.glob(str(path)) if os.path.isfile(m)}
+    """The shard files a folder or glob names, as absolute paths (empty where it names none)."""
+    try:
+        kind, files = resolve_files(locate_sample(pattern))
+    except InputError:
+        return set()
+    return {os.path.abspath(f) for f in files} if kind == "shards" else set()
 
 
 def check(config: Config, workdir) -> None:

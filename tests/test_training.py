@@ -295,6 +295,7 @@ def test_a_kill_between_the_backup_s_two_files_resumes_from_the_pair_before(tmp_
     weights stood beside this epoch's metadata and were taken for it. Now the weights carry
     their epoch, and such a pair gives way to the one before (`double_checkpoint`)."""
     from ghibli_keras import callbacks as cbs
+    from ghibli_keras import files
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     backup = cbs.MarkedBackupAndRestore(str(tmp_path / "backup"), double_checkpoint=True)
@@ -308,7 +309,7 @@ def test_a_kill_between_the_backup_s_two_files_resumes_from_the_pair_before(tmp_
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cbs.json, "dumps", killed)  # epoch 3's metadata is never written
+    monkeypatch.setattr(files.json, "dumps", killed)  # epoch 3's metadata is never written
     with pytest.raises(KeyboardInterrupt):
         backup.on_epoch_end(2)
     monkeypatch.undo()
